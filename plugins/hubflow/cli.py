@@ -1,0 +1,122 @@
+"""The `hubflow` command: the library's operations for people and for a deployment repository's own CI.
+
+Exit codes: 0 fine, 1 the thing checked is bad (invalid config, failed check), 2 usage or configuration error.
+Errors the operator can act on are printed as one clear message, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hubflow import config
+from hubflow.errors import HubflowError
+from hubflow.git import Repo
+from hubflow.plan import format_plan, make_plan, parse_fleet_discovery, read_fleet
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load_settings(args.config)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    envs = [e.name for e in settings.environments]
+    print(f"settings {config.settings_path(args.config)}: ok")
+    print(f"  repository   {settings.repository.github} (fleet file {settings.repository.fleet_file})")
+    for env in settings.environments:
+        print(f"  environment  {env.name:<10} branch {env.branch:<12} cluster {env.kubernetes_conn_id:<20} "
+              f"namespace {env.namespace}  url {env.hub_url}")
+    if args.fleet:
+        path = Path(args.fleet)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise config.ConfigError([(str(path), "", f"cannot read: {exc.strerror}")]) from None
+        root = path.parent
+        found = {str(p.relative_to(root)): p.read_text() for pat in parse_fleet_discovery(text, str(path))
+                 for p in sorted(root.glob(pat)) if p.is_file()}
+        fleet = config.parse_fleet(text, str(path), found, envs)
+        source = str(path)
+    elif args.repo:
+        repo = Repo(args.repo)
+        (rev,) = repo.resolve(args.revision)
+        fleet = read_fleet(repo, rev, settings.repository.fleet_file, envs)
+        if fleet is None:
+            raise HubflowError(f"{settings.repository.fleet_file} does not exist at {args.revision} in {args.repo}")
+        source = f"{args.repo}@{args.revision}"
+    else:
+        return 0
+    print(f"fleet {source}: ok")
+    print(f"  chart {fleet.chart}; {len(fleet.images)} images, {len(fleet.hubs)} hubs")
+    for image in fleet.images:
+        users = [h.name for h in fleet.hubs if image.name in [r.name for r in h.images or []]]
+        print(f"  image {image.name:<20} {image.repository:<45} used by {len(users)}: {', '.join(users)}")
+    for hub in fleet.hubs:
+        uses = ", ".join(r.name for r in hub.images or []) or f"external {hub.external_image}"
+        print(f"  hub   {hub.name:<20} {hub.folder:<35} {uses}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    plan = make_plan(Repo(args.repo), args.base, args.head, settings.repository.fleet_file,
+                     [e.name for e in settings.environments])
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in config.json_schemas().items():
+        (out / name).write_text(json.dumps(schema, indent=2) + "\n")
+        print(out / name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubflow", description="JupyterHub fleet lifecycle on Airflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", help="settings file (default: $HUBFLOW_CONFIG, else include/hubflow.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("validate", cmd_validate, "check the settings and a fleet; print a summary")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--fleet", help="a fleet file on disk (hub discovery globs are read next to it)")
+    src.add_argument("--repo", help="a deployment repository; the fleet is read with git at --revision")
+    p.add_argument("--revision", default="HEAD")
+
+    p = command("plan", cmd_plan, "which images to build and which hubs to deploy for a revision range")
+    p.add_argument("--repo", default=".", help="deployment repository (default: .)")
+    p.add_argument("--base", help="last deployed revision; omitted: first deploy")
+    p.add_argument("--head", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
+    p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config.ConfigError as exc:
+        print(f"invalid configuration ({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''}):",
+              file=sys.stderr)
+        for file, path, reason in exc.problems:
+            print(f"  {file}: {path or '(top level)'}: {reason}", file=sys.stderr)
+        return 1
+    except HubflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

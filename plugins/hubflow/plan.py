@@ -1,0 +1,217 @@
+"""The plan: for a revision range, which images to build (with tags) and which hubs to deploy, each with its reason.
+
+Everything is read from git objects at the two revisions, never from a checkout, with a fixed number of git
+processes whatever the size of the fleet (one diff, a few batched object reads, one log per image).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+from hubflow.config import ConfigError, Fleet, glob_match, parse_fleet, parse_yaml
+from hubflow.errors import HubflowError
+from hubflow.git import Repo
+
+
+class PlanError(HubflowError):
+    """The range cannot be planned (unknown revision, not a fast-forward, broken fleet at a revision)."""
+
+
+@dataclass
+class ImagePlan:
+    name: str
+    repository: str
+    tag: str
+    changed: bool
+    reason: str
+    last_commit: str | None
+    changed_files: list[str] = field(default_factory=list)
+    hubs: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass
+class HubPlan:
+    name: str
+    reason: str
+    folder: str
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    base: str | None
+    head: str
+    images: list[ImagePlan]
+    hubs: list[HubPlan]
+    removed_hubs: list[str]
+    fleet: Fleet | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("fleet")
+        return out
+
+    def image(self, name: str) -> ImagePlan:
+        return next(i for i in self.images if i.name == name)
+
+
+def image_tag(path_ids: list[tuple[str, str]]) -> str:
+    """Tag from the content of an image's paths: the git tree id for one path, a hash of (path, id) pairs otherwise.
+
+    The same content always gives the same tag, so a revert brings back a tag that is already built. Twelve hex
+    characters; a tag that happens to be all digits gets a letter, because helm reads such a tag as a number.
+    """
+    if len(path_ids) == 1:
+        digest = path_ids[0][1]
+    else:
+        digest = hashlib.sha1("".join(f"{p} {o}\n" for p, o in path_ids).encode()).hexdigest()
+    tag = digest[:12]
+    return "h" + digest[:11] if tag.isdigit() else tag
+
+
+def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: list[str] | None = None) -> Fleet | None:
+    """The fleet at `rev` (None when the fleet file does not exist there), with its hub folders and paths checked."""
+    source = f"{fleet_file}@{rev[:12]}"
+    text = repo.read_blobs([f"{rev}:{fleet_file}"])[f"{rev}:{fleet_file}"]
+    if text is None:
+        return None
+    probe = parse_fleet_discovery(text.decode(errors="replace"), source)
+    discovered: dict[str, str] = {}
+    if probe:
+        files = [p for p in repo.files(rev) if any(glob_match(p, pat) for pat in probe)]
+        blobs = repo.read_blobs([f"{rev}:{p}" for p in files])
+        discovered = {p: (blobs[f"{rev}:{p}"] or b"").decode(errors="replace") for p in files}
+    fleet = parse_fleet(text.decode(errors="replace"), source, discovered, environments)
+    _check_paths(repo, rev, fleet, source)
+    return fleet
+
+
+def parse_fleet_discovery(text: str, source: str) -> list[str]:
+    """The discovery globs of a fleet file, read before the hub files they find (full validation comes after)."""
+    data = parse_yaml(text, source)
+    rules = data.get("hub_discovery") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        return []
+    return [r["pattern"] for r in rules if isinstance(r, dict) and isinstance(r.get("pattern"), str)]
+
+
+def _check_paths(repo: Repo, rev: str, fleet: Fleet, source: str) -> None:
+    """Every folder, image path, chart and values file the fleet names must exist at `rev`."""
+    wanted: dict[str, str] = {f"{rev}:{fleet.chart}": "chart"}
+    for i, image in enumerate(fleet.images):
+        for j, p in enumerate(image.paths):
+            wanted[f"{rev}:{p}"] = f"images[{i}].paths[{j}]"
+    for i, hub in enumerate(fleet.hubs):
+        wanted[f"{rev}:{hub.folder}"] = f"hubs[{i}].folder ({hub.name})"
+        for key, files in (hub.values or {}).items():
+            for j, p in enumerate(files):
+                wanted[f"{rev}:{hub.folder}/{p}"] = f"hubs[{i}].values.{key}[{j}] ({hub.name})"
+    ids = repo.object_ids(list(wanted))
+    problems = [(source, where, f"{spec.split(':', 1)[1]!r} does not exist at {rev[:12]}")
+                for spec, where in wanted.items() if ids[spec] is None]
+    if problems:
+        raise ConfigError(problems)
+
+
+def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
+              environments: list[str] | None = None) -> Plan:
+    """Plan the range base..head (base None or empty: first deploy, every hub and every image)."""
+    if base:
+        base, head = repo.resolve(base, head)
+        if not repo.is_ancestor(base, head):
+            raise PlanError(f"base {base[:12]} is not an ancestor of head {head[:12]}: the branch was rewritten; "
+                            "plan from the last common revision or deploy with no base")
+    else:
+        base, (head,) = None, repo.resolve(head)
+    fleet = read_fleet(repo, head, fleet_file, environments)
+    if fleet is None:
+        raise PlanError(f"fleet file {fleet_file!r} does not exist at head {head[:12]}")
+    old = read_fleet(repo, base, fleet_file, environments) if base else None
+    first = base is None or old is None
+    changed = [] if first or base == head else _relevant_changes(repo, base, head, fleet)
+
+    images = _image_plans(repo, head, fleet, old, changed, first)
+    changed_images = {i.name for i in images if i.changed}
+    shared = next((f"shared path {p} changed" for p in changed if glob_match(p, fleet.chart)
+                   or any(glob_match(p, g) for g in fleet.redeploy_all)), None)
+    if shared is None and old is not None and old.chart != fleet.chart:
+        shared = f"chart moved to {fleet.chart}"
+    by_folder = _changes_by_hub_folder(changed, fleet)
+    old_hubs = {h.name: h for h in old.hubs} if old else {}
+
+    hubs = []
+    for hub in fleet.hubs:
+        uses = [ref.name for ref in hub.images or []]
+        reason = ("first deploy" if first else
+                  "new hub" if hub.name not in old_hubs else
+                  shared or
+                  "fleet entry changed" if old_hubs[hub.name] != hub else
+                  _files_reason(by_folder[hub.folder]) if by_folder.get(hub.folder) else
+                  next((f"image {n} changed" for n in uses if n in changed_images), None))
+        if reason:
+            hubs.append(HubPlan(hub.name, reason, hub.folder, uses))
+    deployed = {h.name for h in hubs}
+    for image in images:
+        image.hubs = [h.name for h in fleet.hubs if image.name in [r.name for r in h.images or []]]
+    needed = [i for i in images if i.changed or deployed & set(i.hubs)]
+    removed = sorted(set(old_hubs) - {h.name for h in fleet.hubs})
+    return Plan(base, head, needed, hubs, removed, fleet)
+
+
+def _relevant_changes(repo: Repo, base: str, head: str, fleet: Fleet) -> list[str]:
+    """Changed paths (both sides of a rename), less those that deploy nothing."""
+    paths: list[str] = []
+    for change in repo.changed_paths(base, head):
+        paths.extend(change[1:])
+    return [p for p in dict.fromkeys(paths) if not any(glob_match(p, g) for g in fleet.deploy_nothing)]
+
+
+def _changes_by_hub_folder(changed: list[str], fleet: Fleet) -> dict[str, list[str]]:
+    """Changed paths per hub folder, found by walking each path's parents (cost: files x depth, not files x hubs)."""
+    folders = {h.folder for h in fleet.hubs}
+    out: dict[str, list[str]] = {}
+    for path in changed:
+        parts = path.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if parent in folders:
+                out.setdefault(parent, []).append(path)
+    return out
+
+
+def _files_reason(files: list[str]) -> str:
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    return f"{files[0]} changed{more}"
+
+
+def _image_plans(repo: Repo, head: str, fleet: Fleet, old: Fleet | None, changed: list[str],
+                 first: bool) -> list[ImagePlan]:
+    ids = repo.object_ids([f"{head}:{p}" for image in fleet.images for p in image.paths])
+    old_images = {i.name: i for i in old.images} if old else {}
+    plans = []
+    for image in fleet.images:
+        files = [p for p in changed if any(glob_match(p, root) for root in image.paths)]
+        reason = ("first deploy" if first else
+                  "new image" if image.name not in old_images else
+                  "fleet entry changed" if old_images[image.name] != image else
+                  _files_reason(files) if files else "unchanged")
+        tag = image_tag([(p, ids[f"{head}:{p}"]) for p in image.paths])
+        plans.append(ImagePlan(image.name, image.repository, tag, reason != "unchanged", reason,
+                               repo.last_commit(head, image.paths), files))
+    return plans
+
+
+def format_plan(plan: Plan) -> str:
+    """A readable table of the plan, for the CLI and task logs."""
+    lines = [f"plan {plan.base[:12] if plan.base else '(first deploy)'}..{plan.head[:12]}", "", "images:"]
+    lines += [f"  {i.name:<24} {i.tag:<14} {'build' if i.changed else 'reuse':<6} {i.reason}" for i in plan.images] or ["  (none)"]
+    lines += ["", "hubs to deploy:"]
+    lines += [f"  {h.name:<24} {h.reason}" for h in plan.hubs] or ["  (none)"]
+    if plan.removed_hubs:
+        lines += ["", "hubs removed from the fleet (not deployed; uninstall by hand):"]
+        lines += [f"  {name}" for name in plan.removed_hubs]
+    return "\n".join(lines)
