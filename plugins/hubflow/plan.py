@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 
-from hubflow.config import ConfigError, Fleet, glob_match, parse_fleet, parse_yaml
+from hubflow.config import ConfigError, Fleet, Hub, glob_match, parse_fleet, parse_yaml
 from hubflow.errors import HubflowError
 from hubflow.git import Repo
 
@@ -146,12 +146,8 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
     hubs = []
     for hub in fleet.hubs:
         uses = [ref.name for ref in hub.images or []]
-        reason = ("first deploy" if first else
-                  "new hub" if hub.name not in old_hubs else
-                  shared or
-                  "fleet entry changed" if old_hubs[hub.name] != hub else
-                  _files_reason(by_folder[hub.folder]) if by_folder.get(hub.folder) else
-                  next((f"image {n} changed" for n in uses if n in changed_images), None))
+        reason = _hub_reason(hub, first, old_hubs.get(hub.name), shared, by_folder.get(hub.folder),
+                             [n for n in uses if n in changed_images])
         if reason:
             hubs.append(HubPlan(hub.name, reason, hub.folder, uses))
     deployed = {h.name for h in hubs}
@@ -160,6 +156,24 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
     needed = [i for i in images if i.changed or deployed & set(i.hubs)]
     removed = sorted(set(old_hubs) - {h.name for h in fleet.hubs})
     return Plan(base, head, needed, hubs, removed, fleet)
+
+
+def _hub_reason(hub: Hub, first: bool, old: Hub | None, shared: str | None, files: list[str] | None,
+                changed_images: list[str]) -> str | None:
+    """Why a hub is deployed, the strongest reason first; None when it is not."""
+    if first:
+        return "first deploy"
+    if old is None:
+        return "new hub"
+    if shared:
+        return shared
+    if files:
+        return _files_reason(files)
+    if old != hub:
+        return "fleet entry changed"
+    if changed_images:
+        return f"image {changed_images[0]} changed"
+    return None
 
 
 def _relevant_changes(repo: Repo, base: str, head: str, fleet: Fleet) -> list[str]:
