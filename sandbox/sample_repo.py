@@ -62,7 +62,7 @@ BASE_HUBS = {
 
 
 def sample_files(hubs: int = 4) -> dict[str, str]:
-    """Path -> content of the sample repository with `hubs` hubs (at least the four named ones)."""
+    """Path -> content of the sample repository with `hubs` hubs (the four named ones first)."""
     files = {
         "hubflow-fleet.yaml": FLEET,
         "README.md": "# datahub\nDeployments of the sample fleet.\n",
@@ -76,7 +76,7 @@ def sample_files(hubs: int = 4) -> dict[str, str]:
         "images/datascience/Dockerfile": "FROM quay.io/jupyter/scipy-notebook:2025-01-06\nCOPY requirements.txt /tmp/\n",
         "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.5.2\n",
     }
-    names = list(BASE_HUBS) + [f"hub{i:03d}" for i in range(max(0, hubs - len(BASE_HUBS)))]
+    names = (list(BASE_HUBS) + [f"hub{i:03d}" for i in range(max(0, hubs - len(BASE_HUBS)))])[:hubs]
     for n, name in enumerate(names):
         d = f"deployments/{name}"
         files[f"{d}/hubflow-hub.yaml"] = BASE_HUBS.get(name, f"images: [{('primary', 'datascience')[n % 2]}]\n")

@@ -73,20 +73,26 @@ def image_tag(path_ids: list[tuple[str, str]]) -> str:
     return "h" + digest[:11] if tag.isdigit() else tag
 
 
-def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: list[str] | None = None) -> Fleet | None:
-    """The fleet at `rev` (None when the fleet file does not exist there), with its hub folders and paths checked."""
+def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: list[str] | None = None,
+               check_paths: bool = True) -> Fleet | None:
+    """The fleet at `rev` (None when the fleet file does not exist there).
+
+    With `check_paths`, every folder, image path, chart and values file it names must exist at `rev`.
+    """
     source = f"{fleet_file}@{rev[:12]}"
     text = repo.read_blobs([f"{rev}:{fleet_file}"])[f"{rev}:{fleet_file}"]
     if text is None:
         return None
-    probe = parse_fleet_discovery(text.decode(errors="replace"), source)
+    patterns = parse_fleet_discovery(text.decode(errors="replace"), source)
+    files = repo.files(rev) if patterns or check_paths else []
     discovered: dict[str, str] = {}
-    if probe:
-        files = [p for p in repo.files(rev) if any(glob_match(p, pat) for pat in probe)]
-        blobs = repo.read_blobs([f"{rev}:{p}" for p in files])
-        discovered = {p: (blobs[f"{rev}:{p}"] or b"").decode(errors="replace") for p in files}
+    if patterns:
+        found = [p for p in files if any(glob_match(p, pat) for pat in patterns)]
+        blobs = repo.read_blobs([f"{rev}:{p}" for p in found])
+        discovered = {p: (blobs[f"{rev}:{p}"] or b"").decode(errors="replace") for p in found}
     fleet = parse_fleet(text.decode(errors="replace"), source, discovered, environments)
-    _check_paths(repo, rev, fleet, source)
+    if check_paths:
+        _check_paths(fleet, files, source, rev)
     return fleet
 
 
@@ -99,20 +105,23 @@ def parse_fleet_discovery(text: str, source: str) -> list[str]:
     return [r["pattern"] for r in rules if isinstance(r, dict) and isinstance(r.get("pattern"), str)]
 
 
-def _check_paths(repo: Repo, rev: str, fleet: Fleet, source: str) -> None:
-    """Every folder, image path, chart and values file the fleet names must exist at `rev`."""
-    wanted: dict[str, str] = {f"{rev}:{fleet.chart}": "chart"}
+def _check_paths(fleet: Fleet, files: list[str], source: str, rev: str) -> None:
+    """Every folder, image path, chart and values file the fleet names must exist in the tree (`files`) at `rev`."""
+    present = set(files)
+    for path in files:
+        parts = path.split("/")
+        present.update("/".join(parts[:n]) for n in range(1, len(parts)))
+    wanted: dict[str, str] = {fleet.chart: "chart"}
     for i, image in enumerate(fleet.images):
         for j, p in enumerate(image.paths):
-            wanted[f"{rev}:{p}"] = f"images[{i}].paths[{j}]"
+            wanted[p] = f"images[{i}].paths[{j}]"
     for i, hub in enumerate(fleet.hubs):
-        wanted[f"{rev}:{hub.folder}"] = f"hubs[{i}].folder ({hub.name})"
-        for key, files in (hub.values or {}).items():
-            for j, p in enumerate(files):
-                wanted[f"{rev}:{hub.folder}/{p}"] = f"hubs[{i}].values.{key}[{j}] ({hub.name})"
-    ids = repo.object_ids(list(wanted))
-    problems = [(source, where, f"{spec.split(':', 1)[1]!r} does not exist at {rev[:12]}")
-                for spec, where in wanted.items() if ids[spec] is None]
+        wanted[hub.folder] = f"hubs[{i}].folder ({hub.name})"
+        for key, values in (hub.values or {}).items():
+            for j, p in enumerate(values):
+                wanted[f"{hub.folder}/{p}"] = f"hubs[{i}].values.{key}[{j}] ({hub.name})"
+    problems = [(source, where, f"{path!r} does not exist at {rev[:12]}")
+                for path, where in wanted.items() if path not in present]
     if problems:
         raise ConfigError(problems)
 
@@ -130,7 +139,7 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
     fleet = read_fleet(repo, head, fleet_file, environments)
     if fleet is None:
         raise PlanError(f"fleet file {fleet_file!r} does not exist at head {head[:12]}")
-    old = read_fleet(repo, base, fleet_file, environments) if base else None
+    old = read_fleet(repo, base, fleet_file, environments, check_paths=False) if base else None
     first = base is None or old is None
     changed = [] if first or base == head else _relevant_changes(repo, base, head, fleet)
 
