@@ -70,6 +70,13 @@ class Repository(_Model):
             raise ValueError(f"{v!r} is not owner/name")
         return v
 
+    @field_validator("clone_url")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        if re.match(r"^[a-z+]+://[^/]*@", v):
+            raise ValueError("must not contain credentials: they come from the connection and the git Secret")
+        return v
+
     @field_validator("fleet_file")
     @classmethod
     def _relative(cls, v: str) -> str:
@@ -156,6 +163,11 @@ class Pods(_Model):
     build_resources: Resources = Resources(cpu="1", memory="2Gi", cpu_limit="4", memory_limit="8Gi")
 
 
+class LedgerSettings(_Model):
+    conn_id: str = Field("hubflow_ledger", description="Airflow connection of the ledger database "
+                         "(PostgreSQL; or extra {\"url\": SQLAlchemy URL})")
+
+
 class Notify(_Model):
     slack_conn_id: str | None = None
 
@@ -169,6 +181,7 @@ class Settings(_Model):
     schedules: Schedules = Schedules()
     timeouts: Timeouts = Timeouts()
     pods: Pods = Pods()
+    ledger: LedgerSettings = LedgerSettings()
     notify: Notify = Notify()
 
     def environment(self, name: str) -> Environment:

@@ -1,0 +1,62 @@
+"""The DAG folder imports cleanly, and importing it opens no network connection and starts no process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+events = []
+def hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn"):
+        events.append(f"{event} {args[:2]!r}")
+sys.addaudithook(hook)
+bag = DagBag(dag_folder=sys.argv[1])
+dags = {d: {"tags": sorted(bag.dags[d].tags), "doc": bool(bag.dags[d].doc_md),
+            "max_active_runs": bag.dags[d].max_active_runs,
+            "tasks": [t.task_id for t in bag.dags[d].tasks]} for d in bag.dags}
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "events": events}))
+"""
+
+
+def parse(tmp_path, config=None):
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path}/airflow.db",
+               PYTHONPATH=str(ROOT / "plugins"))
+    if config:
+        env["HUBFLOW_CONFIG"] = str(config)
+    out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "dags")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dag_folder_imports_without_errors_or_io(tmp_path):
+    result = parse(tmp_path)
+    assert result["errors"] == {}
+    assert result["events"] == []
+    dags = result["dags"]
+    assert {"hubflow_deploy_staging", "hubflow_deploy_prod"} <= set(dags)
+    for dag_id, dag in dags.items():
+        assert "hubflow" in dag["tags"] and dag["doc"], dag_id
+    assert dags["hubflow_deploy_prod"]["max_active_runs"] == 1
+
+
+def test_dags_follow_the_configured_environments(tmp_path):
+    config = tmp_path / "three.yaml"
+    text = (ROOT / "include" / "hubflow.yaml").read_text()
+    config.write_text(text.replace("environments:\n", "environments:\n  - name: dev\n    branch: dev\n"
+                                   "    hub_url: \"https://{hub}.dev.example.org\"\n", 1))
+    dags = parse(tmp_path, config)["dags"]
+    assert {"hubflow_deploy_dev", "hubflow_deploy_staging", "hubflow_deploy_prod"} <= set(dags)
+
+
+def test_broken_settings_show_as_an_import_error_naming_the_field(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text((ROOT / "include" / "hubflow.yaml").read_text().replace("branch: prod", "branch: 'a b'"))
+    errors = parse(tmp_path, config)["errors"]
+    assert any("environments[1].branch" in e and "not a valid git branch name" in e for e in errors.values())
