@@ -39,7 +39,7 @@ def test_hubflow_config_env_selects_file(tmp_path, monkeypatch):
 
 def test_settings_errors_are_all_reported_with_paths():
     bad = """
-repository: {github: "not a repo", clone_url: x, colour: blue}
+repository: {github: "not a repo", clone_url: "https://x:ghp_secret@github.com/o/r.git", colour: blue}
 environments:
   - {name: staging, branch: "bad..branch", hub_url: "https://{hub}.{cluster}.org"}
   - {name: staging, branch: "prod", hub_url: "https://x"}
@@ -52,6 +52,8 @@ promotion: {mode: yolo}
     found = problems(err.value)
     assert found["repository.colour"] == "unknown key"
     assert "owner/name" in found["repository.github"]
+    assert "must not contain credentials" in found["repository.clone_url"]
+    assert "ghp_secret" not in str(err.value)
     assert "not a valid git branch name" in found["environments[0].branch"]
     assert "cluster" in found["environments[0].hub_url"]
     assert "environments[2].name" in found
