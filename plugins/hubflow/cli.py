@@ -100,7 +100,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
     p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
+
+    p = command("smoke", cmd_smoke, "verify a running hub: health, a throwaway user's server, a kernel, packages, "
+                                    "a notebook (token from $HUBFLOW_SMOKE_TOKEN)")
+    p.add_argument("--hub-url", required=True, help="public URL of the hub, e.g. https://datahub.example.org")
+    p.add_argument("--packages", nargs="+", default=[], metavar="P", help="requirements to check, e.g. numpy==2.1.3")
+    p.add_argument("--notebook", metavar="PATH", help="a notebook to run cell by cell in the kernel")
+    p.add_argument("--timeout", type=float, default=300, help="seconds for the whole verification (default 300)")
+    p.add_argument("--json", action="store_true")
     return parser
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    import os
+
+    # requests and websocket-client load only for this command
+    from hubflow.packages import parse_package
+    from hubflow.smoke import Check, SmokeError, format_check, parse_notebook, verify
+
+    packages = [parse_package(p, "--packages") for p in args.packages]
+    notebook = None
+    if args.notebook:
+        try:
+            notebook = parse_notebook(Path(args.notebook).read_text(), args.notebook)
+        except OSError as exc:
+            raise SmokeError(f"cannot read notebook {args.notebook}: {exc.strerror}") from None
+
+    def report(check: Check) -> None:
+        if check.status != "running" and not args.json:
+            print(format_check(check), flush=True)
+
+    result = verify(args.hub_url, os.environ.get("HUBFLOW_SMOKE_TOKEN", ""), packages, notebook, args.timeout, report)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{args.hub_url}: {'verified' if result.ok else 'FAILED'} in {result.seconds:.1f}s "
+              f"(JupyterHub {result.hub_version or 'unknown'})")
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

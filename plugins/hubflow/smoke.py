@@ -1,0 +1,557 @@
+"""Verification: prove a freshly deployed hub works, the way a person would, through its public URL.
+
+The hub answers; a throwaway user `hubflow-smoke-<deadline>-<random>` gets a server; a kernel on that server imports
+every package that must be there (at its pinned version); an optional notebook runs cell by cell; and, whatever
+happened, the kernel, the server and the user are removed. Users left by a crashed run are recognised by the
+deadline in their name and removed first. Each check has a status, a duration and a detail that names the endpoint,
+the package or the cell, so the ledger, the commit comment and Slack can say what broke.
+
+Plain Python (requests + websocket-client): the CLI, the Airflow task and the tests use it alike. The service token
+goes in a header only and never into a detail; the server is used with a short-lived token scoped to that user.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+import requests
+import websocket
+
+from hubflow.errors import HubflowError
+from hubflow.packages import Package
+
+USER_PREFIX = "hubflow-smoke-"
+CHECKS = ("health", "api", "leftovers", "user", "server", "kernel", "packages", "notebook", "cleanup")
+NEEDED_SCOPES = ("admin:users", "servers", "tokens", "list:users")
+CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
+RESULT_MARK = "HUBFLOW-PROBE "
+
+
+class SmokeError(HubflowError):
+    """The verification cannot be attempted as asked (bad URL, no token, unreadable notebook)."""
+
+
+class _Failed(Exception):
+    """A check failed; the message is the detail people read."""
+
+
+class _Skipped(Exception):
+    """A check has nothing to do; the message says why."""
+
+
+@dataclass
+class Check:
+    name: str
+    status: str = "skipped"  # passed | failed | skipped (running while it runs)
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Verification:
+    hub_url: str
+    ok: bool = False
+    hub_version: str | None = None
+    user: str | None = None
+    seconds: float = 0.0
+    checks: list[Check] = field(default_factory=lambda: [Check(n) for n in CHECKS])
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable, for XCom and the ledger."""
+        return asdict(self)
+
+
+@dataclass
+class Notebook:
+    name: str
+    cells: list[tuple[int, str]]  # (1-based position in the notebook, code)
+
+
+def parse_notebook(text: str, name: str) -> Notebook:
+    """The code cells of an .ipynb (nbformat 4 JSON); positions count every cell, as Jupyter shows them."""
+    try:
+        data = json.loads(text)
+        cells = data["cells"]
+        code = [(i, c["source"] if isinstance(c["source"], str) else "".join(c["source"]))
+                for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SmokeError(f"notebook {name} is not a Jupyter notebook (nbformat 4 JSON): {exc}") from None
+    return Notebook(name, [(i, src) for i, src in code if src.strip()])
+
+
+def format_check(check: Check) -> str:
+    """One readable line per check, for the CLI and task logs."""
+    return f"{check.status:<8} {check.name:<10} {check.seconds:7.2f}s  {check.detail}".rstrip()
+
+
+def smoke_user_name(deadline: float) -> str:
+    """A unique user whose name says until when its run may still need it (wall-clock seconds)."""
+    return f"{USER_PREFIX}{int(deadline)}-{secrets.token_hex(3)}"
+
+
+def is_leftover(name: str, now: float) -> bool:
+    """A smoke user whose run is over by now (or whose name hubflow did not write, under hubflow's prefix)."""
+    if not name.startswith(USER_PREFIX):
+        return False
+    m = re.fullmatch(r"(\d+)-[0-9a-f]+", name[len(USER_PREFIX):])
+    return m is None or int(m.group(1)) < now
+
+
+def verify(hub_url: str, token: str, packages: list[Package] = (), notebook: Notebook | None = None,
+           timeout: float = 300, report: Callable[[Check], None] | None = None) -> Verification:
+    """Run every check against the hub at `hub_url` within `timeout` seconds (cleanup may take CLEANUP_SECONDS more).
+
+    `report` is called with each check when it starts (status "running") and when it ends.
+    """
+    parts = urlsplit(hub_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SmokeError(f"hub URL {hub_url!r} is not an http(s) URL")
+    if not token:
+        raise SmokeError("no smoke token: set HUBFLOW_SMOKE_TOKEN or the environment's smoke token connection")
+    return _Run(hub_url.rstrip("/"), token, list(packages), notebook, timeout, report).run()
+
+
+class _Run:
+    def __init__(self, url: str, token: str, packages: list[Package], notebook: Notebook | None, timeout: float,
+                 report: Callable[[Check], None] | None):
+        self.url, self.packages, self.notebook, self.timeout = url, packages, notebook, timeout
+        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        self.report = report or (lambda check: None)
+        self.result = Verification(url)
+        self.hub = requests.Session()
+        self.hub.headers["Authorization"] = f"token {token}"
+        self.single = requests.Session()  # the single-user server, with the smoke user's own token
+        self.start = time.monotonic()
+        self.deadline = self.start + timeout
+        self.user: str | None = None
+        self.server: str | None = None  # URL of the user's server, ending in /
+        self.kernel: str | None = None
+        self.ws: websocket.WebSocket | None = None
+
+    # -- running checks
+
+    def run(self) -> Verification:
+        # (name, step, whether the checks after it need it to pass)
+        steps = [("health", self.health, True), ("api", self.api, True), ("leftovers", self.leftovers, False),
+                 ("user", self.create_user, True), ("server", self.start_server, True),
+                 ("kernel", self.start_kernel, True), ("packages", self.check_packages, False),
+                 ("notebook", self.run_notebook, False)]
+        try:
+            for i, (name, step, needed) in enumerate(steps):
+                if not self._step(name, step) and needed:
+                    for later, _, _ in steps[i + 1:]:
+                        self.result.check(later).detail = f"not run: {name} failed"
+                    break
+        finally:
+            self.deadline = max(self.deadline, time.monotonic()) + CLEANUP_SECONDS
+            self._step("cleanup", self.cleanup)
+            self.hub.close()
+            self.single.close()
+            self.result.seconds = round(time.monotonic() - self.start, 3)
+            self.result.ok = not self.result.failures
+        return self.result
+
+    def _step(self, name: str, step: Callable[[], str]) -> bool:
+        check = self.result.check(name)
+        check.status = "running"
+        self.report(check)
+        t = time.monotonic()
+        try:
+            check.detail, check.status = step(), "passed"
+        except _Skipped as exc:
+            check.detail, check.status = str(exc), "skipped"
+        except _Failed as exc:
+            check.detail, check.status = str(exc), "failed"
+        except (requests.RequestException, websocket.WebSocketException, OSError, ValueError) as exc:
+            check.detail, check.status = _describe(exc), "failed"
+        finally:
+            check.seconds = round(time.monotonic() - t, 3)
+            if check.status == "running":  # an unexpected error: still a result, then it propagates
+                check.status, check.detail = "failed", "internal error"
+            self.report(check)
+        return check.status != "failed"
+
+    def remaining(self, what: str) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Failed(f"timed out after {time.monotonic() - self.start:.0f}s (limit {self.timeout:.0f}s) "
+                          f"while {what}")
+        return left
+
+    # -- HTTP
+
+    def request(self, session: requests.Session, method: str, url: str, what: str, retry: bool = False,
+                ok: tuple[int, ...] = (200,), read: float = 15, **kwargs) -> requests.Response:
+        """One request bounded by the deadline; idempotent ones (retry=True) are retried on network errors and 502-504."""
+        attempts = 3 if retry else 1
+        for attempt in range(attempts):
+            left = self.remaining(what)
+            try:
+                r = session.request(method, url, timeout=(min(5, left), min(read, left)), **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = f"{method} {_path(url)}: {_describe(exc)}"
+            else:
+                if r.status_code in ok:
+                    return r
+                problem = f"{method} {_path(url)} answered {r.status_code}: {_message(r)}"
+                if r.status_code not in (502, 503, 504):
+                    break  # the hub answered: asking again would get the same answer
+            if attempt + 1 < attempts:
+                time.sleep(min(2 ** attempt, max(0, self.deadline - time.monotonic())))
+        raise _Failed(problem)
+
+    def hub_api(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
+        return self.request(self.hub, method, f"{self.url}/hub/api{path}", what, **kwargs)
+
+    # -- the checks
+
+    def health(self) -> str:
+        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=7)
+        return "GET /hub/health: 200"
+
+    def api(self) -> str:
+        version = self.hub_api("GET", "", "reading the hub version", retry=True).json().get("version")
+        self.result.hub_version = version
+        me = self.hub_api("GET", "/user", "checking the token", retry=True, ok=(200, 403)).json()
+        if me.get("status") == 403 or "scopes" not in me:
+            raise _Failed("the hub refused the smoke token (GET /hub/api/user answered 403)")
+        missing = [s for s in NEEDED_SCOPES if s not in me["scopes"]]
+        if missing:
+            raise _Failed(f"the smoke token lacks scopes {', '.join(missing)} (needs {', '.join(NEEDED_SCOPES)})")
+        return f"JupyterHub {version}; token of {me.get('kind')} {me.get('name')}"
+
+    def leftovers(self) -> str:
+        names, offset = [], 0
+        while True:
+            page = self.hub_api("GET", "/users", "listing leftover smoke users", retry=True,
+                                params={"name_filter": USER_PREFIX, "offset": offset, "limit": 200}).json()
+            names += [u["name"] for u in page]
+            if len(page) < 200:
+                break
+            offset += len(page)
+        old = [n for n in names if is_leftover(n, time.time())]
+        for name in old:
+            self.remove_user(name)
+        return f"removed {len(old)}: {', '.join(old)}" if old else "none"
+
+    def create_user(self) -> str:
+        name = smoke_user_name(time.time() + self.deadline - time.monotonic() + CLEANUP_SECONDS)
+        self.hub_api("POST", f"/users/{name}", "creating the smoke user", ok=(201,))
+        self.user = name
+        self.result.user = name
+        expires = int(self.deadline - time.monotonic()) + CLEANUP_SECONDS
+        token = self.hub_api("POST", f"/users/{name}/tokens", "creating the smoke user's token", ok=(200, 201),
+                             json={"scopes": [f"access:servers!user={name}"], "expires_in": expires,
+                                   "note": "hubflow smoke verification"}).json()["token"]
+        self.single.headers["Authorization"] = f"token {token}"
+        return f"{name}, token scoped to its server, expires in {expires}s"
+
+    def start_server(self) -> str:
+        t = time.monotonic()
+        r = self.request(self.hub, "POST", f"{self.url}/hub/api/users/{self.user}/server", "starting the server",
+                         ok=(201, 202, 400, 500, 502, 503), read=60)
+        if r.status_code not in (201, 202):
+            reason = self._spawn_failure() or f"{_message(r)}"
+            raise _Failed(f"the hub could not start the server: {reason} (POST /hub/api/users/{{user}}/server "
+                          f"answered {r.status_code})")
+        if r.status_code == 202:
+            self._await_ready()
+        model = self.hub_api("GET", f"/users/{self.user}", "reading the server", retry=True).json()
+        server = (model.get("servers") or {}).get("")
+        if not server or not server.get("ready"):
+            raise _Failed(f"the server is not ready after the spawn: {server!r}")
+        self.server = self.origin + server["url"]
+        spawned = time.monotonic() - t
+        self.request(self.single, "GET", f"{self.server}api/status", "reaching the server", retry=True)
+        return f"ready in {spawned:.1f}s at {server['url']}"
+
+    def _spawn_failure(self) -> str | None:
+        """The hub's own reason for a failed spawn (the POST only says 500), from the progress stream."""
+        try:
+            for event in self._progress():
+                if event.get("failed"):
+                    return event.get("message")
+        except (_Failed, requests.RequestException, ValueError):
+            return None
+        return None
+
+    def _progress(self):
+        url = f"{self.url}/hub/api/users/{self.user}/server/progress"
+        with self.request(self.hub, "GET", url, "waiting for the server", stream=True, read=20) as r:
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    yield json.loads(line[5:])
+                self.remaining("waiting for the server")
+
+    def _await_ready(self) -> None:
+        """Follow the spawn's progress stream (keepalives every 8 s); if it breaks off, poll the user's server."""
+        try:
+            for event in self._progress():
+                if event.get("failed"):
+                    raise _Failed(f"the hub could not start the server: {event.get('message')}")
+                if event.get("ready"):
+                    return
+        except requests.RequestException:
+            pass  # a proxy may cut long streams: the server's state decides
+        while True:
+            model = self.hub_api("GET", f"/users/{self.user}", "waiting for the server", retry=True).json()
+            server = (model.get("servers") or {}).get("") or {}
+            if server.get("ready"):
+                return
+            if not server.get("pending"):
+                raise _Failed(f"the hub could not start the server: {self._spawn_failure() or 'no reason given'}")
+            self.remaining("waiting for the server")
+            time.sleep(0.5)
+
+    def start_kernel(self) -> str:
+        r = self.request(self.single, "POST", f"{self.server}api/kernels", "starting a kernel", ok=(201,), json={})
+        self.kernel = r.json()["id"]
+        ws_url = re.sub(r"^http", "ws", f"{self.server}api/kernels/{self.kernel}/channels")
+        self.ws = websocket.create_connection(ws_url, timeout=min(10, self.remaining("opening the kernel websocket")),
+                                              header=[f"Authorization: {self.single.headers['Authorization']}"])
+        info = self._request_reply("kernel_info_request", {}, "kernel_info_reply", "waiting for the kernel")
+        lang = info.get("language_info", {})
+        return f"{info.get('implementation', 'kernel')} {lang.get('name', '')} {lang.get('version', '')}".strip()
+
+    def check_packages(self) -> str:
+        if not self.packages:
+            raise _Skipped("no packages to check")
+        payload = json.dumps([p.to_dict() for p in self.packages])
+        code = (f"{inspect.getsource(probe)}\nimport json as _j\n"
+                f"print({RESULT_MARK!r} + _j.dumps(probe(_j.loads({payload!r}))))")
+        out, error = self._execute(code, "checking packages")
+        lines = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
+        if error or not lines:
+            raise _Failed(f"the package probe did not run: {_error_text(error) if error else 'no result printed'}")
+        results = json.loads(lines[-1][len(RESULT_MARK):])
+        problems = [_package_problem(r) for r in results if r["status"] not in ("ok", "not-applicable")]
+        if problems:
+            raise _Failed("; ".join(problems))
+        shown = [f"{r['name']} {r['installed']}" if r["status"] == "ok" else f"{r['name']} (not for this platform)"
+                 for r in results]
+        more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
+        return f"{len(results)} ok: {', '.join(shown[:20])}{more}"
+
+    def run_notebook(self) -> str:
+        if self.notebook is None:
+            raise _Skipped("no notebook configured")
+        for n, source in self.notebook.cells:
+            _, error = self._execute(source, f"running {self.notebook.name} cell {n}")
+            if error:
+                first = source.strip().splitlines()[0][:60]
+                raise _Failed(f"{self.notebook.name}: cell {n} ({first!r}) failed: {_error_text(error)}")
+        return f"{self.notebook.name}: {len(self.notebook.cells)} code cells ran"
+
+    def cleanup(self) -> str:
+        """Each step is tried even when an earlier one failed: the user must not stay behind because a kernel did."""
+        if self.ws is not None:
+            self.ws.close()
+        steps = []
+        if self.kernel:
+            steps.append(("kernel deleted", lambda: self.request(
+                self.single, "DELETE", f"{self.server}api/kernels/{self.kernel}", "deleting the kernel", ok=(204, 404))))
+        if self.user:
+            steps.append((f"server stopped, user {self.user} deleted", lambda: self.remove_user(self.user)))
+        if not steps:
+            raise _Skipped("nothing to clean up")
+        done, problems = [], []
+        for label, step in steps:
+            try:
+                step()
+                done.append(label)
+            except _Failed as exc:
+                problems.append(str(exc))
+            except (requests.RequestException, OSError, ValueError) as exc:
+                problems.append(_describe(exc))
+        if problems:
+            raise _Failed("; ".join(problems) + (f" (done: {'; '.join(done)})" if done else ""))
+        return "; ".join(done)
+
+    def remove_user(self, name: str) -> None:
+        """Stop the user's server (also a pending spawn), wait until it is stopped, delete the user."""
+        what = f"removing user {name}"
+        r = self.hub_api("DELETE", f"/users/{name}/server", what, ok=(202, 204, 400, 404))
+        while True:
+            r = self.hub_api("DELETE", f"/users/{name}", what, ok=(204, 400, 404))
+            if r.status_code != 400:
+                return
+            self.remaining(f"waiting for {name}'s server to stop ({_message(r)})")
+            time.sleep(0.5)
+
+    # -- kernel messages
+
+    def _send(self, msg_type: str, content: dict) -> str:
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "hubflow", "session": "hubflow-smoke",
+                       "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+        return msg_id
+
+    def _messages(self, msg_id: str, what: str):
+        """Messages answering `msg_id`, from any channel, until the deadline."""
+        while True:
+            self.ws.settimeout(max(0.05, min(10, self.remaining(what))))
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                yield msg
+
+    def _request_reply(self, msg_type: str, content: dict, reply_type: str, what: str) -> dict:
+        msg_id = self._send(msg_type, content)
+        for msg in self._messages(msg_id, what):
+            if msg["msg_type"] == reply_type:
+                return msg["content"]
+
+    def _execute(self, code: str, what: str) -> tuple[str, dict | None]:
+        """Run code in the kernel; return its stdout and its error (ename, evalue), if any."""
+        msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": False,
+                                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        out, error, replied, idle = [], None, False, False
+        for msg in self._messages(msg_id, what):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream" and content.get("name") == "stdout":
+                out.append(content["text"])
+            elif kind == "error":
+                error = content
+            elif kind == "execute_reply":
+                replied = True
+                if content.get("status") != "ok" and error is None:
+                    error = content
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
+            if replied and idle:
+                return "".join(out), error
+
+
+def probe(packages):
+    """Runs inside the hub's kernel (standard library only, Python 3.8+): is each package there, pinned, importable?
+
+    A conda dependency that is not a Python distribution is looked up in conda's records (conda-meta) instead.
+    """
+    import glob
+    import importlib
+    import importlib.metadata as md
+    import json
+    import os
+    import re
+    import sys
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    modules = {}
+    for module, dists in (md.packages_distributions() if hasattr(md, "packages_distributions") else {}).items():
+        for dist in dists:
+            modules.setdefault(norm(dist), set()).add(module)
+
+    def conda_version(name):
+        for path in glob.glob(os.path.join(sys.prefix, "conda-meta", glob.escape(name) + "-*.json")):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if data.get("name") == name:
+                return data.get("version")
+        return None
+
+    def matches(installed, wanted, exact):
+        if not exact:
+            return installed == wanted or installed.startswith(wanted + ".")
+        try:
+            from packaging.version import Version
+            return Version(installed) == Version(wanted)
+        except Exception:
+            return installed == wanted
+
+    results = []
+    for p in packages:
+        r = {"name": p["name"], "wanted": p["version"], "exact": p["exact"], "installed": None, "status": "ok",
+             "error": None, "modules": []}
+        results.append(r)
+        if p.get("marker"):
+            try:
+                from packaging.markers import Marker
+                if not Marker(p["marker"]).evaluate():
+                    r["status"] = "not-applicable"
+                    continue
+            except Exception:
+                pass
+        dist = None
+        try:
+            dist = md.distribution(p["name"])
+            r["installed"] = dist.version
+        except md.PackageNotFoundError:
+            if p.get("conda"):
+                r["installed"] = conda_version(p["name"])
+        if r["installed"] is None:
+            r["status"] = "missing"
+            continue
+        if p["version"] and not matches(r["installed"], p["version"], p["exact"]):
+            r["status"] = "version"
+            continue
+        if dist is None:
+            continue  # a conda package with no Python modules
+        names = sorted(modules.get(norm(dist.metadata["Name"]), ())) or (dist.read_text("top_level.txt") or "").split()
+        names = [n for n in names if n.isidentifier()] or [norm(p["name"]).replace("-", "_")]
+        r["modules"] = [n for n in names if not n.startswith("_")] or names
+        for name in r["modules"]:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:
+                r["status"], r["error"] = "import", f"import {name}: {type(exc).__name__}: {exc}"
+                break
+    return results
+
+
+def _package_problem(r: dict) -> str:
+    pin = "" if not r["wanted"] else r["wanted"] + ("" if r["exact"] else ".*")
+    if r["status"] == "missing":
+        return f"{r['name']}{'==' + pin if pin else ''} is not installed"
+    if r["status"] == "version":
+        return f"{r['name']}: installed {r['installed']}, pinned {pin}"
+    return f"{r['name']} {r['installed']} is installed but {r['error']}"
+
+
+def _error_text(error: dict) -> str:
+    return f"{error.get('ename', 'error')}: {error.get('evalue', '')}".strip()
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+def _message(r: requests.Response) -> str:
+    try:
+        return str(r.json().get("message") or r.reason)
+    except ValueError:
+        return r.reason or r.text[:200]
+
+
+def _describe(exc: BaseException) -> str:
+    """A network error in a few words (requests' own text is a paragraph)."""
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    if m:
+        return m.group(1).strip().lower()
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
+    return f"{type(exc).__name__}: {exc}"

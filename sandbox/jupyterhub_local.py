@@ -1,0 +1,182 @@
+"""A real JupyterHub on loopback for the smoke tests and the benchmark (no stand-in: pip jupyterhub + npm proxy).
+
+DummyAuthenticator, SimpleLocalProcessSpawner (single-user servers from this venv, so their kernels see its
+packages), sqlite, configurable-http-proxy from node_modules, and a service `hubflow-smoke` whose token has the
+scopes a verification needs. `fail_spawns()` makes every spawn fail (the spawn raises, as a spawner that
+cannot create the server does) until the block ends, so one hub serves the whole session.
+
+    python -m sandbox.jupyterhub_local      # start, print the URL and the token, stop on Ctrl-C
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+SERVICE = "hubflow-smoke"
+SCOPES = ["admin:users", "admin:servers", "tokens", "read:hub", "list:users", "access:servers"]
+
+CONFIG = """\
+import os
+c = get_config()  # noqa
+here = {dir!r}
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.db_url = "sqlite:///" + os.path.join(here, "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = os.path.join(here, "cookie_secret")
+c.JupyterHub.pid_file = os.path.join(here, "jupyterhub.pid")
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.pid_file = os.path.join(here, "proxy.pid")
+c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = os.path.join(here, "home", "{{username}}")
+c.Spawner.cmd = [{singleuser!r}]
+c.Spawner.args = {args!r}
+c.Spawner.http_timeout = 15
+c.Spawner.start_timeout = 30
+c.Spawner.default_url = "/lab"
+c.JupyterHub.services = [{{"name": {service!r}, "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [{{"name": {service!r}, "scopes": {scopes!r}, "services": [{service!r}]}}]
+
+FAIL_FLAG = os.path.join(here, "fail-spawns")
+
+
+def fail_when_flagged(spawner):
+    # as a spawner that cannot create the server would (quota, missing image): the spawn raises
+    if os.path.exists(FAIL_FLAG):
+        raise RuntimeError("cannot start the server: test switch fail-spawns is on")
+
+
+c.Spawner.pre_spawn_hook = fail_when_flagged
+"""
+
+
+class HubStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalHub:
+    """One JupyterHub process (and its proxy and single-user servers), started in its own process group."""
+
+    def __init__(self, workdir: str | os.PathLike | None = None):
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="hubflow-hub-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(24)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "jupyterhub.log"
+
+    def start(self, timeout: float = 60) -> LocalHub:
+        if not PROXY.exists():
+            raise HubStartError(f"{PROXY} is missing: run `npm ci` (make setup) first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "home").mkdir(exist_ok=True)
+        args = ["--allow-root"] if os.geteuid() == 0 else []
+        (self.dir / "jupyterhub_config.py").write_text(CONFIG.format(
+            dir=str(self.dir), port=self.port, hub_port=free_port(), proxy=str(PROXY), proxy_api_port=free_port(),
+            proxy_token=secrets.token_hex(16), singleuser=str(Path(sys.executable).parent / "jupyterhub-singleuser"),
+            args=args, service=SERVICE, token=self.token, scopes=SCOPES))
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        env.pop("HUBFLOW_SMOKE_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
+            cwd=self.dir, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HubStartError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/hub/health", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise HubStartError(f"jupyterhub did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM the hub (it stops its servers and the proxy), then make sure its whole process group is gone."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def fail_spawns(self):
+        """Within the block every spawn fails with an error the hub reports."""
+        flag = self.dir / "fail-spawns"
+        flag.touch()
+        try:
+            yield
+        finally:
+            flag.unlink(missing_ok=True)
+
+    # -- the hub's own view, for assertions
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {self.token}"},
+                                timeout=10, **kwargs)
+
+    def user_names(self) -> list[str]:
+        r = self.api("GET", "/users")
+        r.raise_for_status()
+        return [u["name"] for u in r.json()]
+
+    def running_servers(self) -> list[str]:
+        r = self.api("GET", "/users")
+        r.raise_for_status()
+        return [u["name"] for u in r.json() if u.get("servers")]
+
+
+def main() -> None:
+    hub = LocalHub().start()
+    print(f"JupyterHub {hub.url}  (dir {hub.dir})\nexport HUBFLOW_SMOKE_TOKEN={hub.token}", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.remove()
+
+
+if __name__ == "__main__":
+    main()
