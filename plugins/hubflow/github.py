@@ -1,0 +1,452 @@
+"""GitHub for hubflow: branch heads, merged PRs, commit statuses, the promotion PR, reverts and comments.
+
+One home for GitHub. Everything goes through PyGithub, with a client built from the Airflow GitHub connection by
+`open_client` at run time (never at import), except the revert commit itself, which is real git (hubflow.revert).
+The same code runs in plain Python against sandbox/github_emulator.py.
+
+Retries: transient failures (5xx, timeouts, dropped connections) are retried with exponential backoff; rate limits
+(403/429) wait for Retry-After or X-RateLimit-Reset; every wait is bounded (`attempts`, `max_wait`) and goes through
+an injectable `sleep`. PyGithub's own urllib3 retry is switched off so that a retry is always a whole operation:
+every effect is looked up before it is made, so a retry (ours, or Airflow's task retry) never duplicates it:
+the promotion PR is found by head/base, the revert by its branch name, a comment by a hidden marker.
+
+No Airflow import at module level: `open_client` imports the provider's hook when it is called.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote
+
+import requests
+from github import Github, GithubException
+from github.PullRequest import PullRequest
+
+from hubflow import revert as git_revert
+from hubflow.config import Settings
+from hubflow.errors import HubflowError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATES = ("pending", "success", "failure", "error")
+DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status descriptions
+REVERT_PREFIX = "hubflow/revert-"
+REVERT_HEADS = (REVERT_PREFIX, "revert-")  # hubflow's reverts and GitHub's "Revert" button
+
+
+class GitHubError(HubflowError):
+    """A GitHub call failed for good (after retries, or not worth retrying); names the operation and GitHub's answer."""
+
+
+class NotMergeable(GitHubError):
+    """GitHub says the PR cannot be merged now (conflicts, blocked, head moved): a person has to look."""
+
+
+class RevertRefused(GitHubError):
+    """The range to revert holds a revert: hubflow never reverts a revert; the line stops and people are alerted."""
+
+
+@dataclass(frozen=True)
+class Pull:
+    """What hubflow needs of a pull request, JSON-friendly (XCom, ledger, messages)."""
+
+    number: int
+    title: str
+    author: str
+    url: str
+    head: str
+    base: str
+    state: str
+    merged: bool
+    merge_commit_sha: str | None
+    labels: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, pr: PullRequest) -> "Pull":
+        return cls(number=pr.number, title=pr.title, author=pr.user.login, url=pr.html_url, head=pr.head.ref,
+                   base=pr.base.ref, state=pr.state, merged=pr.merged, merge_commit_sha=pr.merge_commit_sha,
+                   labels=[label.name for label in pr.labels])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A branch head and the ETag that makes the next poll a free conditional request."""
+
+    revision: str
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Revert:
+    """The outcome of `GitHub.revert`: the revert branch, its PR, and the merge commit when it was merged."""
+
+    branch: str
+    pull: Pull
+    merged_sha: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"branch": self.branch, "pull": self.pull.to_dict(), "merged_sha": self.merged_sha}
+
+
+# ---------------------------------------------------------------- client and polling (also used by the trigger)
+
+
+def open_client(conn_id: str, timeout: int = 30) -> Github:
+    """A PyGithub client from the Airflow GitHub connection (token or GitHub App, host for GHE or the emulator).
+
+    The provider's hook reads the connection and builds the auth; the client is rebuilt with hubflow's settings:
+    lazy objects (fewer requests), no urllib3 retry (ours retries whole operations), a request timeout.
+    """
+    from airflow.providers.github.hooks.github import GithubHook
+
+    requester = GithubHook(github_conn_id=conn_id).get_conn().requester
+    return Github(auth=requester.auth, base_url=requester.base_url, timeout=timeout, retry=None, lazy=True,
+                  per_page=100, seconds_between_requests=None)
+
+
+def poll_head(client: Github, repository: str, branch: str, known: Head | None = None) -> Head:
+    """The head of `branch`. With `known`, a conditional request: GitHub answers 304 when the head has not moved,
+    and a 304 costs no rate limit, so polling an idle repository is free."""
+    headers = {"Accept": "application/vnd.github.sha"}
+    if known and known.etag:
+        headers["If-None-Match"] = known.etag
+    status, answer_headers, body = client.requester.requestJson(
+        "GET", f"/repos/{repository}/commits/{quote(branch, safe='')}", headers=headers)
+    if status == 304 and known:
+        return known
+    if status != 200:
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            data = {"message": body[:200]}
+        raise client.requester.createException(status, answer_headers, data)
+    revision = body.strip()
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise GitHubError(f"GitHub answered {revision[:80]!r} for the head of branch {branch!r}, not a commit sha")
+    return Head(revision, answer_headers.get("etag"))
+
+
+def retry_wait(exc: BaseException, attempt: int, now: float) -> float | None:
+    """Seconds to wait before trying again after `exc`, or None when trying again cannot help."""
+    if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
+        return _backoff(attempt)
+    if not isinstance(exc, GithubException):
+        return None
+    headers = {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
+    if exc.status in (403, 429):
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            return max(float(headers["x-ratelimit-reset"]) - now, 0.0) + 1.0
+        message = str((exc.data or {}).get("message", "") if isinstance(exc.data, dict) else "").lower()
+        if exc.status == 429 or "rate limit" in message:
+            return 60.0  # a secondary rate limit without a hint: GitHub asks for at least a minute
+        return None  # a plain 403: permissions, not load
+    if exc.status >= 500:
+        return _backoff(attempt)
+    return None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(2 ** (attempt - 1), 30))
+
+
+def describe(exc: BaseException) -> str:
+    """GitHub's answer in one line (message and validation errors), without the request's headers."""
+    if isinstance(exc, GithubException):
+        data = exc.data if isinstance(exc.data, dict) else {}
+        details = "; ".join(e.get("message") or f"{e.get('field')} {e.get('code')}"
+                            for e in data.get("errors", []) if isinstance(e, dict))
+        return f"GitHub answered {exc.status}: {data.get('message', exc.data)}" + (f" ({details})" if details else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def trim_description(text: str) -> str:
+    """One line within GitHub's 140 characters for a commit status description."""
+    line = " ".join(text.split())
+    return line if len(line) <= DESCRIPTION_LIMIT else line[:DESCRIPTION_LIMIT - 1] + "…"
+
+
+def revert_branch(env: str, head: str) -> str:
+    return f"{REVERT_PREFIX}{env}-{head[:7]}"
+
+
+# ---------------------------------------------------------------- operations
+
+
+class GitHub:
+    """The GitHub operations of the lifecycle for one deployment repository (settings.repository.github)."""
+
+    def __init__(self, settings: Settings, client: Github, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, attempts: int = 5, max_wait: float = 900.0):
+        self.settings = settings
+        self.client = client
+        self.repository = settings.repository.github
+        self.owner = self.repository.split("/")[0]
+        self.repo = client.withLazy(True).get_repo(self.repository)
+        self.sleep, self.clock, self.attempts, self.max_wait = sleep, clock, attempts, max_wait
+
+    @classmethod
+    def connect(cls, settings: Settings, **kwargs: Any) -> "GitHub":
+        """Built from the Airflow connection settings.repository.github_conn_id; call it inside a task."""
+        return cls(settings, open_client(settings.repository.github_conn_id), **kwargs)
+
+    # ------------------------------------------------------------ plumbing
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run `fn` (one whole operation, lookups included) with retries; failures name `what`."""
+        waited = 0.0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except (GithubException, requests.RequestException) as exc:
+                wait = retry_wait(exc, attempt, self.clock())
+                if wait is None or attempt == self.attempts or waited + wait > self.max_wait:
+                    hint = "" if wait is None else f" (gave up after {attempt} attempts, {waited:.0f}s of waiting)"
+                    raise GitHubError(f"{what} in {self.repository}: {describe(exc)}{hint}") from None
+                log.warning("%s: %s; trying again in %.1fs (attempt %d of %d)", what, describe(exc), wait,
+                            attempt + 1, self.attempts)
+                self.sleep(wait)
+                waited += wait
+        raise AssertionError("unreachable")
+
+    def _find_pull(self, head: str, base: str, state: str = "open") -> PullRequest | None:
+        return next(iter(self.repo.get_pulls(state=state, head=f"{self.owner}:{head}", base=base)), None)
+
+    def _branch_exists(self, branch: str) -> bool:
+        try:
+            self.repo.get_branch(branch)
+            return True
+        except GithubException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    @property
+    def _token(self) -> str:
+        return self.client.requester.auth.token
+
+    # ------------------------------------------------------------ reading
+
+    def branch_head(self, env: str) -> str:
+        """The revision at the head of the environment's branch."""
+        branch = self.settings.environment(env).branch
+        return self.call(f"read the head of branch {branch!r}",
+                         lambda: poll_head(self.client, self.repository, branch).revision)
+
+    def pull_for(self, revision: str) -> Pull | None:
+        """The merged PR whose merge (or squash) commit is `revision`; None for a direct push."""
+        def find() -> Pull | None:
+            for pr in self.repo.get_commit(revision).get_pulls():
+                if pr.merged and pr.merge_commit_sha == revision:
+                    return Pull.of(pr)
+            return None
+        return self.call(f"find the pull request of {revision[:12]}", find)
+
+    def merged_pulls(self, base: str, head: str) -> list[Pull]:
+        """The merged PRs that `head` adds over `base` (a revision or branch), oldest first.
+
+        Only the first-parent line of `head` counts (the merges and squashes on the branch itself), so commits of
+        the feature branches cost no lookups.
+        """
+        commits = self.call(f"compare {base}...{head[:12]}", lambda: {
+            c.sha: [p.sha for p in c.parents] for c in self.repo.compare(base, head).commits})
+        line, sha = [], head
+        while sha in commits:
+            line.append(sha)
+            sha = commits[sha][0] if commits[sha] else None
+        pulls: list[Pull] = []
+        for sha in reversed(line):
+            pull = self.pull_for(sha)
+            if pull and pull.number not in [p.number for p in pulls]:
+                pulls.append(pull)
+        return pulls
+
+    # ------------------------------------------------------------ statuses and comments
+
+    def set_status(self, env: str, revision: str, state: str, target_url: str | None, description: str) -> None:
+        """The commit status `hubflow/<env>` of `revision`. Setting it twice is harmless: the latest one counts."""
+        if state not in STATES:
+            raise GitHubError(f"commit status state {state!r} is not one of {list(STATES)}")
+        context = f"hubflow/{self.settings.environment(env).name}"
+        extra = {"target_url": target_url} if target_url else {}
+        self.call(f"set status {context}={state} on {revision[:12]}", lambda: self.repo.get_commit(revision)
+                  .create_status(state, description=trim_description(description), context=context, **extra))
+
+    def comment(self, number: int, key: str, body: str) -> str:
+        """Post (or update in place) the comment identified by `key` on PR `number`; returns its URL.
+
+        The key rides in a hidden marker, so a retry finds the earlier comment instead of posting a second one.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
+            raise GitHubError(f"comment key {key!r} may hold only letters, digits and _ . : / -")
+        marker = f"<!-- hubflow:{key} -->"
+        text = f"{body}\n\n{marker}"
+
+        def post() -> str:
+            issue = self.repo.get_issue(number)
+            for c in issue.get_comments():
+                if marker in c.body:
+                    if c.body != text:
+                        c.edit(text)
+                    return c.html_url
+            return issue.create_comment(text).html_url
+        return self.call(f"comment on #{number}", post)
+
+    # ------------------------------------------------------------ pull requests
+
+    def ensure_promotion(self, env: str, revision: str, evidence: dict[str, str]) -> Pull | None:
+        """Open, or update in place, the one promotion PR from `env`'s branch to the next environment's.
+
+        The body names the verified `revision`, links the `evidence` (label -> URL) and lists the merged PRs the
+        target lacks; reviewers and labels come from settings.promotion. None when the target has everything.
+        """
+        source, target = self.settings.environment(env), self.settings.next_environment(env)
+        if target is None:
+            raise GitHubError(f"environment {env!r} is the last one: there is nothing to promote it to")
+        pulls = self.merged_pulls(target.branch, revision)
+        source_head = self.branch_head(source.name)
+        title = f"Promote {source.name} to {target.name} ({revision[:7]})"
+        body = promotion_body(source.name, target.name, revision, source_head, evidence, pulls)
+
+        def ensure() -> PullRequest | None:
+            pr = self._find_pull(source.branch, target.branch)
+            if pr is None:
+                try:
+                    return self.repo.create_pull(base=target.branch, head=source.branch, title=title, body=body)
+                except GithubException as exc:
+                    if exc.status == 422 and "No commits between" in describe(exc):
+                        return None
+                    if exc.status == 422 and "already exists" in describe(exc):
+                        return self._find_pull(source.branch, target.branch)
+                    raise
+            if pr.title != title or pr.body != body:
+                pr.edit(title=title, body=body)
+            return pr
+
+        pr = self.call(f"open or update the promotion PR {source.branch} -> {target.branch}", ensure)
+        if pr is None:
+            log.info("%s already has everything %s has: no promotion PR", target.branch, source.branch)
+            return None
+        promotion = self.settings.promotion
+        labels = [name for name in promotion.labels if name not in [label.name for label in pr.labels]]
+        if labels:
+            self.call(f"label #{pr.number}", lambda: pr.add_to_labels(*labels))
+        reviewers = [r for r in promotion.reviewers
+                     if r not in [u.login for u in pr.requested_reviewers] and r != pr.user.login]
+        if reviewers:
+            self.call(f"request reviews on #{pr.number}", lambda: pr.create_review_request(reviewers=reviewers))
+        return Pull.of(self.call(f"read #{pr.number}", lambda: self.repo.get_pull(pr.number)))
+
+    def merge(self, number: int, expected_head: str | None = None, method: str = "merge") -> str:
+        """Merge PR `number` if GitHub says it is mergeable; returns the merge commit (also when already merged).
+
+        With `expected_head`, GitHub merges only if the PR's head is still that revision (what was verified).
+        """
+        def attempt() -> str:
+            pr = self._mergeable_pull(number)
+            if pr.merged:
+                return pr.merge_commit_sha
+            if expected_head and pr.head.sha != expected_head:
+                raise NotMergeable(f"PR #{number}: its head moved to {pr.head.sha[:12]}, but {expected_head[:12]} "
+                                   f"is the verified revision; verify the new head first")
+            try:
+                return pr.merge(merge_method=method, sha=pr.head.sha).sha
+            except GithubException as exc:
+                if exc.status in (405, 409):
+                    raise NotMergeable(f"PR #{number} cannot be merged: {describe(exc)}") from None
+                raise
+        return self.call(f"merge #{number}", attempt)
+
+    def _mergeable_pull(self, number: int) -> PullRequest:
+        """The PR once GitHub has computed whether it is mergeable (it answers null while it computes)."""
+        for attempt in range(1, self.attempts + 1):
+            pr = self.repo.get_pull(number)
+            if pr.merged or pr.mergeable is not None:
+                if pr.state != "open" and not pr.merged:
+                    raise NotMergeable(f"PR #{number} is closed")
+                if not pr.merged and not pr.mergeable:
+                    raise NotMergeable(f"PR #{number} is not mergeable: GitHub says {pr.mergeable_state!r}")
+                return pr
+            self.sleep(_backoff(attempt))
+        raise NotMergeable(f"PR #{number}: GitHub did not say whether it is mergeable after {self.attempts} reads")
+
+    # ------------------------------------------------------------ revert
+
+    def revert(self, env: str, base: str, head: str, reason: str, links: dict[str, str] | None = None) -> Revert:
+        """Undo `base..head` on the environment's branch in one commit, on branch hubflow/revert-<env>-<short head>,
+        with a PR to the branch that explains the failure; settings.revert.mode == "merge" merges it at once.
+
+        `base` is the last good revision; for one failed merge it is that merge's first parent. Idempotent: the
+        PR and the branch are looked up before anything is made. A conflict raises RevertConflict and pushes nothing.
+        """
+        environment = self.settings.environment(env)
+        name = revert_branch(environment.name, head)
+        find = lambda: self._find_pull(name, environment.branch, state="all")  # noqa: E731
+        pr = self.call(f"look up the revert PR from {name}", find)
+        if pr is None:
+            pulls = self.merged_pulls(base, head)
+            reverts = [p for p in pulls if p.head.startswith(REVERT_HEADS)]
+            if reverts:
+                raise RevertRefused(
+                    f"the failed range {base[:7]}..{head[:7]} on {environment.branch} holds the revert "
+                    f"#{reverts[0].number} ({reverts[0].title!r}); hubflow never reverts a revert: fix forward")
+            title, message, body = revert_texts(environment.name, environment.branch, base, head, pulls, reason,
+                                                links or {})
+            if not self.call(f"look up branch {name}", lambda: self._branch_exists(name)):
+                git_revert.revert_range(self.settings.repository.clone_url, self._token, environment.branch, base,
+                                        head, name, message)
+
+            def create() -> PullRequest:
+                return find() or self.repo.create_pull(base=environment.branch, head=name, title=title, body=body)
+            pr = self.call(f"open the revert PR {name} -> {environment.branch}", create)
+        merged_sha = pr.merge_commit_sha if pr.merged else None
+        if self.settings.revert.mode == "merge" and pr.state == "open":
+            merged_sha = self.merge(pr.number)
+        return Revert(name, Pull.of(self.call(f"read #{pr.number}", lambda: self.repo.get_pull(pr.number))),
+                      merged_sha)
+
+
+# ---------------------------------------------------------------- texts
+
+
+def _pull_line(p: Pull) -> str:
+    return f"- #{p.number} {p.title} (@{p.author})"
+
+
+def promotion_body(source: str, target: str, revision: str, source_head: str, evidence: dict[str, str],
+                   pulls: list[Pull]) -> str:
+    lines = [f"Promotes **{source}** to **{target}**, opened and kept up to date by hubflow.", "",
+             f"Verified revision on {source}: `{revision}`"]
+    if source_head != revision:
+        lines.append(f"> {source} has moved on to `{source_head}`, which is not verified yet: hubflow merges this PR "
+                     f"only while its head is the verified revision.")
+    lines += ["", "Evidence:"] + ([f"- [{label}]({url})" for label, url in evidence.items()] or ["- (none)"])
+    lines += ["", f"Pull requests {target} does not have yet:"]
+    lines += [_pull_line(p) for p in pulls] or ["- (none: direct commits only)"]
+    return "\n".join(lines) + "\n"
+
+
+def revert_texts(env: str, branch: str, base: str, head: str, pulls: list[Pull], reason: str,
+                 links: dict[str, str]) -> tuple[str, str, str]:
+    """(PR title, commit message, PR body) of a revert; every merge it undoes is named."""
+    if len(pulls) == 1:
+        title = f'Revert "{pulls[0].title}" on {env}'
+    else:
+        title = f"Revert {branch} to {base[:7]}: undo {len(pulls) or 'the'} change{'s' * (len(pulls) != 1)}"
+    undone = [_pull_line(p) + (f" {p.merge_commit_sha[:7]}" if p.merge_commit_sha else "") for p in pulls]
+    why = f"Verification of {head[:12]} on {env} failed:\n{reason.strip()}"
+    message = "\n".join([title, "", why, "", f"This returns {branch} to {base} (undoes {base[:12]}..{head[:12]}).",
+                         *(["", "Undoes:", *undone] if undone else [])]) + "\n"
+    body = "\n".join([f"hubflow reverts what failed on **{env}** so that `{branch}` returns to the last good "
+                      f"revision `{base}`.", "", why, "", "Undoes:", *(undone or [f"- {base[:12]}..{head[:12]}"]),
+                      *(["", "Links:", *[f"- [{k}]({v})" for k, v in links.items()]] if links else [])]) + "\n"
+    return title, message, body
