@@ -42,8 +42,8 @@ def prepare(home: Path) -> dict[str, str]:
 def main() -> None:
     home = ROOT / ".airflow"
     home.mkdir(exist_ok=True)
-    env = dict(os.environ, **prepare(home))
     airflow = Path(sys.executable).with_name("airflow")
+    env = dict(os.environ, **prepare(home), PATH=f"{airflow.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     print(f"sample deployment repository: {home / 'sandbox' / 'origin.git'}; settings: {home / 'hubflow.yaml'}")
     os.execve(str(airflow), [str(airflow), "standalone"], env)
 

@@ -19,12 +19,19 @@ bag = DagBag(dag_folder=sys.argv[1])
 dags = {d: {"tags": sorted(bag.dags[d].tags), "doc": bool(bag.dags[d].doc_md),
             "max_active_runs": bag.dags[d].max_active_runs,
             "tasks": [t.task_id for t in bag.dags[d].tasks]} for d in bag.dags}
-print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "events": events}))
+from airflow import plugins_manager
+plugins_manager.ensure_plugins_loaded()
+plugin_errors = plugins_manager.get_import_errors()
+shadowed = sorted(m for m in ("github", "config", "git", "plan") if m in sys.modules
+                  and "plugins/hubflow" in str(getattr(sys.modules[m], "__file__", "")))
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "events": events,
+                  "plugin_errors": plugin_errors, "shadowed": shadowed}))
 """
 
 
 def parse(tmp_path, config=None):
     env = dict(os.environ, AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
                AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path}/airflow.db",
                PYTHONPATH=str(ROOT / "plugins"))
     if config:
@@ -39,6 +46,14 @@ def test_dag_folder_imports_without_errors_or_io(tmp_path):
     result = parse(tmp_path)
     assert result["errors"] == {}
     assert result["events"] == []
+
+
+def test_plugins_folder_loads_the_library_as_a_package_only(tmp_path):
+    """Airflow loads every file of plugins/ as a top-level module unless ignored: hubflow/github.py would
+    become `github` and shadow PyGithub."""
+    result = parse(tmp_path)
+    assert result["plugin_errors"] == {}
+    assert result["shadowed"] == []
     dags = result["dags"]
     assert {"hubflow_deploy_staging", "hubflow_deploy_prod"} <= set(dags)
     for dag_id, dag in dags.items():
