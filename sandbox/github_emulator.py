@@ -86,6 +86,7 @@ class GitHubEmulator:
         self.statuses: dict[str, list[dict]] = {}
         self.comments: dict[int, list[dict]] = {}
         self._faults: list[Fault] = []
+        self.mergeable_unknown = 0  # the next N reads of an open PR say mergeable: null (GitHub is still computing)
         self._next_id = 1
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -280,6 +281,9 @@ class GitHubEmulator:
 
     def _mergeable(self, pr: dict) -> tuple[bool | None, str]:
         if pr["state"] != "open":
+            return None, "unknown"
+        if self.mergeable_unknown > 0:
+            self.mergeable_unknown -= 1
             return None, "unknown"
         base, head = self._resolve(pr["base"]), self._resolve(pr["head"])
         if base is None or head is None:

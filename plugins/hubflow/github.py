@@ -27,7 +27,7 @@ from github import Github, GithubException
 from github.PullRequest import PullRequest
 
 from hubflow import revert as git_revert
-from hubflow.config import Settings
+from hubflow.config import Environment, Settings
 from hubflow.errors import HubflowError
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,12 @@ class GitHub:
                 return False
             raise
 
+    def _environment(self, name: str) -> Environment:
+        try:
+            return self.settings.environment(name)
+        except KeyError as exc:
+            raise GitHubError(exc.args[0]) from None
+
     @property
     def _token(self) -> str:
         return self.client.requester.auth.token
@@ -238,7 +244,7 @@ class GitHub:
 
     def branch_head(self, env: str) -> str:
         """The revision at the head of the environment's branch."""
-        branch = self.settings.environment(env).branch
+        branch = self._environment(env).branch
         return self.call(f"read the head of branch {branch!r}",
                          lambda: poll_head(self.client, self.repository, branch).revision)
 
@@ -276,7 +282,7 @@ class GitHub:
         """The commit status `hubflow/<env>` of `revision`. Setting it twice is harmless: the latest one counts."""
         if state not in STATES:
             raise GitHubError(f"commit status state {state!r} is not one of {list(STATES)}")
-        context = f"hubflow/{self.settings.environment(env).name}"
+        context = f"hubflow/{self._environment(env).name}"
         extra = {"target_url": target_url} if target_url else {}
         self.call(f"set status {context}={state} on {revision[:12]}", lambda: self.repo.get_commit(revision)
                   .create_status(state, description=trim_description(description), context=context, **extra))
@@ -309,7 +315,7 @@ class GitHub:
         The body names the verified `revision`, links the `evidence` (label -> URL) and lists the merged PRs the
         target lacks; reviewers and labels come from settings.promotion. None when the target has everything.
         """
-        source, target = self.settings.environment(env), self.settings.next_environment(env)
+        source, target = self._environment(env), self.settings.next_environment(env)
         if target is None:
             raise GitHubError(f"environment {env!r} is the last one: there is nothing to promote it to")
         pulls = self.merged_pulls(target.branch, revision)
@@ -388,7 +394,7 @@ class GitHub:
         `base` is the last good revision; for one failed merge it is that merge's first parent. Idempotent: the
         PR and the branch are looked up before anything is made. A conflict raises RevertConflict and pushes nothing.
         """
-        environment = self.settings.environment(env)
+        environment = self._environment(env)
         name = revert_branch(environment.name, head)
         find = lambda: self._find_pull(name, environment.branch, state="all")  # noqa: E731
         pr = self.call(f"look up the revert PR from {name}", find)

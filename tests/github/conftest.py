@@ -1,0 +1,67 @@
+"""Fixtures: a sample deployment repository with a bare origin, the GitHub emulator over it, and hubflow's GitHub."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from github import Auth, Github
+
+from hubflow.config import load_settings
+from hubflow.github import GitHub
+from sandbox.github_emulator import GitHubEmulator
+from sandbox.sample_repo import make_sample_repo
+
+
+@pytest.fixture
+def origin(tmp_path):
+    make_sample_repo(tmp_path / "work", bare=tmp_path / "origin.git")
+    return tmp_path / "origin.git"
+
+
+@pytest.fixture
+def emulator(origin):
+    with GitHubEmulator(origin) as em:
+        yield em
+
+
+@pytest.fixture
+def settings(emulator):
+    """include/hubflow.yaml, pointed at the emulator's repository, with promotion reviewers."""
+    base = load_settings()
+    return base.model_copy(update={
+        "repository": base.repository.model_copy(update={"clone_url": emulator.clone_url}),
+        "promotion": base.promotion.model_copy(update={"reviewers": ["alice", "bob"]}),
+    })
+
+
+def make_client(emulator, timeout: int = 5) -> Github:
+    """What hubflow.github.open_client builds from a connection, minus Airflow (and without write throttling)."""
+    return Github(auth=Auth.Token(emulator.token), base_url=emulator.url, timeout=timeout, retry=None, lazy=True,
+                  per_page=100, seconds_between_requests=None, seconds_between_writes=None)
+
+
+@pytest.fixture
+def sleeps():
+    """The waits GitHub asked for, recorded instead of slept."""
+    return []
+
+
+@pytest.fixture
+def new_gh(settings, emulator, sleeps):
+    """GitHub(...) over the emulator; keyword arguments change the settings, the client timeout or the retry bounds."""
+    def make(settings=settings, timeout: int = 5, **kwargs) -> GitHub:
+        return GitHub(settings, make_client(emulator, timeout), sleep=sleeps.append, **kwargs)
+    return make
+
+
+@pytest.fixture
+def gh(new_gh):
+    return new_gh()
+
+
+@pytest.fixture
+def github_conn(emulator, monkeypatch):
+    """An Airflow GitHub connection (from the environment) whose host is the emulator."""
+    monkeypatch.setenv("AIRFLOW_CONN_GITHUB_EMULATOR", json.dumps(
+        {"conn_type": "github", "host": emulator.url, "password": emulator.token}))
+    return "github_emulator"
