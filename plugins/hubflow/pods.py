@@ -1,0 +1,345 @@
+"""Pods that change or read a cluster: image builds, helm upgrades, rollbacks and status reads.
+
+One home for pod construction. The lifecycle runs each kind as a mapped task:
+
+    HubflowPodOperator.partial(task_id="deploy", **partial_kwargs(settings, env, "upgrade")) \
+        .expand_kwargs(pods_from_xcom)
+
+`partial_kwargs` holds what is the same for every pod of a kind in an environment (image, command, service account,
+secrets as Kubernetes Secret references, volumes, resources, timeouts, modes); `build_pod`, `helm_upgrade_pod`,
+`helm_rollback_pod` and `helm_status_pod` return what differs per pod as JSON-serialisable dicts (name, labels,
+arguments, init containers), so they travel through XCom. User-controlled strings (hub names, revisions, paths from
+git) only ever appear as separate argv items, never in a shell command line, and never pass through Jinja:
+Airflow 3.3 renders values that arrive through expand_kwargs, so `HubflowPodOperator` renders no fields at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from typing import Any, Literal
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+from hubflow.config import Environment, Resources, Settings
+from hubflow.errors import HubflowError
+from hubflow.plan import Plan
+from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
+
+Kind = Literal["build", "upgrade", "rollback", "status"]
+KINDS: tuple[str, ...] = ("build", "upgrade", "rollback", "status")
+
+LABEL = "hubflow.io/"
+WORKSPACE = "/workspace"
+CHECKOUT = f"{WORKSPACE}/repo"
+RUNNER = "hubflow-runner"
+SOPS_SECRET = "hubflow-sops"  # optional Secret: its keys become the upgrade pod's environment for sops
+BUILDER_HOME = "/home/user"
+STARTUP_MARGIN_SECONDS = 600  # clone, chart dependencies and image pulls before helm's own timeout starts
+
+# A fixed script: the repository URL, revision and target folder arrive as positional parameters ($1 $2 $3), never
+# inside the script text. The token is read from the environment by git's credential helper, so it is in no argv.
+CLONE_SCRIPT = """set -eu
+git init -q "$3"
+cd "$3"
+git -c 'credential.helper=!f() { test "$1" = get && test -n "${GIT_TOKEN:-}" && printf "username=x-access-token\\npassword=%s\\n" "$GIT_TOKEN"; }; f' fetch -q --depth 1 "$1" "$2"
+git -c advice.detachedHead=false checkout -q FETCH_HEAD
+echo "checked out $(git rev-parse HEAD)"
+"""
+
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_REPOSITORY = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                         r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_VALUES_PATH = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+class PodSpecError(HubflowError):
+    """A pod cannot be built from this input (the message names the field and the value)."""
+
+
+# ---------------------------------------------------------------- names and labels
+
+
+def label_value(value: str) -> str:
+    """A valid Kubernetes label value for any input.
+
+    Valid values pass unchanged; anything else is reduced to its allowed characters and gets eight hex characters of
+    its hash, so two different hostile inputs never share a label.
+    """
+    value = str(value)
+    if _LABEL_VALUE.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:54].strip("-_.")
+    return f"{clean}-{digest}" if clean else digest
+
+
+def pod_name(*parts: str) -> str:
+    """A DNS-1123 prefix for the pod name (the operator appends a random suffix)."""
+    name = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:50].strip("-") or "hubflow"
+
+
+def pod_labels(env: Environment, kind: str, **values: str | None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/managed-by": "hubflow", f"{LABEL}kind": kind, f"{LABEL}env": label_value(env.name)}
+    labels.update({f"{LABEL}{k}": label_value(v) for k, v in values.items() if v is not None})
+    return labels
+
+
+def check_revision(revision: str) -> str:
+    if not revision or revision.startswith("-") or any(c.isspace() or ord(c) < 32 for c in revision):
+        raise PodSpecError(f"revision {revision!r} is not a git revision")
+    return revision
+
+
+def _check(pattern: re.Pattern, value: str, what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise PodSpecError(f"{what} {value!r} is not valid")
+    return value
+
+
+# ---------------------------------------------------------------- what every pod of a kind shares
+
+
+def _resources(r: Resources) -> k8s.V1ResourceRequirements:
+    return k8s.V1ResourceRequirements(requests={"cpu": r.cpu, "memory": r.memory},
+                                      limits={"cpu": r.cpu_limit, "memory": r.memory_limit})
+
+
+def _secret_env(name: str, secret: str, key: str) -> k8s.V1EnvVar:
+    return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(
+        secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
+
+
+def _restricted(uid: int | None = 1000) -> k8s.V1SecurityContext:
+    return k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True, run_as_user=uid,
+                                 capabilities=k8s.V1Capabilities(drop=["ALL"]))
+
+
+def pod_seconds(settings: Settings, kind: str) -> int:
+    """How long a pod of `kind` may run (Kubernetes activeDeadlineSeconds)."""
+    t = settings.timeouts
+    return {"build": t.build_seconds, "upgrade": t.helm_seconds + STARTUP_MARGIN_SECONDS,
+            "rollback": t.helm_seconds + STARTUP_MARGIN_SECONDS, "status": STARTUP_MARGIN_SECONDS}[kind]
+
+
+def partial_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
+    """Keyword arguments of `HubflowPodOperator.partial()` for the pods of `kind` in `env`."""
+    if kind not in KINDS:
+        raise PodSpecError(f"unknown pod kind {kind!r}; known: {list(KINDS)}")
+    p = settings.pods
+    from datetime import timedelta
+
+    deadline = pod_seconds(settings, kind)
+    common: dict[str, Any] = dict(
+        kubernetes_conn_id=env.kubernetes_conn_id,
+        namespace=p.namespace,
+        service_account_name=env.service_account,
+        deferrable=p.deferrable,
+        durable=True,
+        on_finish_action="delete_succeeded_pod",
+        on_kill_action="delete_pod",
+        startup_timeout_seconds=settings.timeouts.pod_startup_seconds,
+        schedule_timeout_seconds=settings.timeouts.pod_startup_seconds,
+        active_deadline_seconds=deadline,
+        execution_timeout=timedelta(seconds=deadline + settings.timeouts.pod_startup_seconds + 120),
+        get_logs=True,
+        log_events_on_failure=True,
+        image_pull_policy="IfNotPresent",
+        security_context=k8s.V1PodSecurityContext(fs_group=1000, seccomp_profile=k8s.V1SeccompProfile(
+            type="RuntimeDefault")),
+    )
+    workspace = k8s.V1Volume(name="workspace", empty_dir=k8s.V1EmptyDirVolumeSource())
+    if kind == "build":
+        return common | dict(
+            image=p.builder_image,
+            cmds=["buildctl-daemonless.sh"],
+            do_xcom_push=False,
+            automount_service_account_token=False,
+            init_container_logs=True,
+            container_resources=_resources(p.build_resources),
+            env_vars=[k8s.V1EnvVar(name="BUILDKITD_FLAGS", value="--oci-worker-no-process-sandbox"),
+                      k8s.V1EnvVar(name="DOCKER_CONFIG", value=f"{BUILDER_HOME}/.docker")],
+            volumes=[workspace,
+                     k8s.V1Volume(name="buildkit", empty_dir=k8s.V1EmptyDirVolumeSource()),
+                     k8s.V1Volume(name="registry", secret=k8s.V1SecretVolumeSource(
+                         secret_name=settings.registry.secret,
+                         items=[k8s.V1KeyToPath(key=".dockerconfigjson", path="config.json")]))],
+            volume_mounts=[k8s.V1VolumeMount(name="workspace", mount_path=WORKSPACE, read_only=True),
+                           k8s.V1VolumeMount(name="buildkit", mount_path=f"{BUILDER_HOME}/.local/share/buildkit"),
+                           k8s.V1VolumeMount(name="registry", mount_path=f"{BUILDER_HOME}/.docker", read_only=True)],
+            # rootless BuildKit needs its own user namespaces: no seccomp/AppArmor filter, but no privilege either
+            container_security_context=k8s.V1SecurityContext(
+                run_as_user=1000, run_as_group=1000, run_as_non_root=True,
+                seccomp_profile=k8s.V1SeccompProfile(type="Unconfined"),
+                app_armor_profile=k8s.V1AppArmorProfile(type="Unconfined")),
+        )
+    helm = common | dict(
+        image=p.runner_image,
+        cmds=[RUNNER],
+        do_xcom_push=True,
+        automount_service_account_token=True,  # helm talks to the cluster as this environment's service account
+        container_resources=_resources(p.resources),
+        container_security_context=_restricted(),
+        env_vars=[k8s.V1EnvVar(name="HOME", value="/tmp")],
+    )
+    if kind == "upgrade":
+        helm |= dict(
+            init_container_logs=True,
+            env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=SOPS_SECRET, optional=True))],
+            volumes=[workspace,
+                     k8s.V1Volume(name="decrypted", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))],
+            volume_mounts=[k8s.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
+                           k8s.V1VolumeMount(name="decrypted", mount_path="/decrypted")],
+        )
+    return helm
+
+
+# ---------------------------------------------------------------- what differs per pod (JSON, travels through XCom)
+
+
+def clone_container(settings: Settings, revision: str) -> dict[str, Any]:
+    """Init container that checks out `revision` into the workspace (token from the git Secret, never in argv)."""
+    return {
+        "name": "clone",
+        "image": settings.pods.git_image,
+        "command": ["sh", "-c", CLONE_SCRIPT, "clone", settings.repository.clone_url, check_revision(revision),
+                    CHECKOUT],
+        "env": [{"name": "GIT_TOKEN", "valueFrom": {"secretKeyRef": {"name": settings.repository.git_secret,
+                                                                     "key": "token", "optional": True}}},
+                {"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def build_pod(settings: Settings, env: Environment, plan: Plan, image_name: str,
+              cache_tag: str | None = None) -> dict[str, Any]:
+    """Build one image of `plan` at its head revision with rootless BuildKit and push `<repository>:<tag>`.
+
+    `cache_tag`, when known (the image's tag at the last deployed revision), seeds the layer cache from the registry.
+    """
+    if not env.build_images:
+        raise PodSpecError(f"environment {env.name!r} does not build images (build_images: false)")
+    image, spec = plan.image(image_name), _fleet(plan).image(image_name)
+    if spec.builder != "buildkit":
+        raise PodSpecError(f"image {image_name}: builder {spec.builder!r} is not supported; use buildkit")
+    repository = _check(_REPOSITORY, image.repository, f"image {image_name}: repository")
+    tag = _check(_TAG, image.tag, f"image {image_name}: tag")
+    context = posixpath.join(CHECKOUT, spec.build_context)
+    dockerfile = posixpath.join(context, spec.dockerfile)
+    args = ["build", "--frontend", "dockerfile.v0",
+            "--local", f"context={context}",
+            "--local", f"dockerfile={posixpath.dirname(dockerfile)}",
+            "--opt", f"filename={posixpath.basename(dockerfile)}",
+            "--opt", f"label:org.opencontainers.image.revision={check_revision(plan.head)}",
+            "--output", f"type=image,name={repository}:{tag},push=true",
+            "--export-cache", "type=inline"]
+    if cache_tag:
+        args += ["--import-cache", f"type=registry,ref={repository}:{_check(_TAG, cache_tag, 'cache tag')}"]
+    return {
+        "name": pod_name("build", image_name),
+        "labels": pod_labels(env, "build", image=image_name, tag=tag, revision=plan.head),
+        "arguments": args,
+        "init_containers": [clone_container(settings, plan.head)],
+    }
+
+
+def helm_upgrade_pod(settings: Settings, env: Environment, plan: Plan, hub_name: str) -> dict[str, Any]:
+    """`helm upgrade --install` of one hub at the plan's head, run by the runner script (include/runner/).
+
+    Values files go in the fleet's order (common, then the environment's; sops files are decrypted inside the pod),
+    then each image's repository and tag are set as strings at the hub's values path.
+    """
+    hub = _fleet(plan).hub(hub_name)
+    args = ["upgrade", "--release", env.release_for(hub.name), "--namespace", env.namespace_for(hub.name),
+            "--chart", _fleet(plan).chart, "--revision", check_revision(plan.head), "--env", env.name,
+            "--timeout", f"{settings.timeouts.helm_seconds}s", "--history-max", str(settings.pods.history_max)]
+    for path in hub.values_files(env.name):
+        args += ["--values", path]
+    for ref in hub.images or []:
+        image = plan.image(ref.name)
+        where = _check(_VALUES_PATH, ref.values_path, f"hub {hub.name}: values_path")
+        args += ["--set-string", f"{where}.name={_check(_REPOSITORY, image.repository, f'image {image.name}: repository')}",
+                 "--set-string", f"{where}.tag={_check(_TAG, image.tag, f'image {image.name}: tag')}"]
+    if settings.pods.recover_pending:
+        args.append("--recover-pending")
+    return {
+        "name": pod_name("upgrade", hub.name, env.name),
+        "labels": pod_labels(env, "upgrade", hub=hub.name, revision=plan.head),
+        "arguments": args,
+        "init_containers": [clone_container(settings, plan.head)],
+    }
+
+
+def helm_rollback_pod(settings: Settings, env: Environment, hub_name: str, to_revision: int) -> dict[str, Any]:
+    """Roll one hub's release back to helm revision `to_revision` (the one reported before the upgrade)."""
+    if not isinstance(to_revision, int) or isinstance(to_revision, bool) or to_revision < 1:
+        raise PodSpecError(f"hub {hub_name}: helm revision to roll back to must be a positive number, "
+                           f"got {to_revision!r}")
+    return {
+        "name": pod_name("rollback", hub_name, env.name),
+        "labels": pod_labels(env, "rollback", hub=hub_name, **{"helm-revision": str(to_revision)}),
+        "arguments": ["rollback", "--release", env.release_for(hub_name), "--namespace", env.namespace_for(hub_name),
+                      "--to", str(to_revision), "--timeout", f"{settings.timeouts.helm_seconds}s"],
+    }
+
+
+def helm_status_pod(settings: Settings, env: Environment, hub_name: str) -> dict[str, Any]:
+    """Read one hub's release status and history (JSON through XCom, no values: they may hold secrets)."""
+    return {
+        "name": pod_name("status", hub_name, env.name),
+        "labels": pod_labels(env, "status", hub=hub_name),
+        "arguments": ["status", "--release", env.release_for(hub_name), "--namespace", env.namespace_for(hub_name),
+                      "--history-max", str(settings.pods.history_max)],
+    }
+
+
+def _fleet(plan: Plan):
+    if plan.fleet is None:
+        raise PodSpecError("the plan carries no fleet: make it with hubflow.plan.make_plan")
+    return plan.fleet
+
+
+def deploy_pods(settings: Settings, env: Environment, plan: Plan, build: list[str] | None = None,
+                cache_tags: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per-pod kwargs of a whole deploy: `build` lists the images to build (default: every image of the plan)."""
+    names = [i.name for i in plan.images] if build is None else build
+    return {
+        "build": [build_pod(settings, env, plan, n, (cache_tags or {}).get(n)) for n in names]
+        if env.build_images else [],
+        "upgrade": [helm_upgrade_pod(settings, env, plan, h.name) for h in plan.hubs],
+    }
+
+
+# ---------------------------------------------------------------- the operator and the preview
+
+
+class HubflowPodOperator(KubernetesPodOperator):
+    """The KubernetesPodOperator with no templated fields.
+
+    Every field comes from the builders above and may carry user-controlled strings; Airflow 3.3 renders values
+    that arrive through expand_kwargs like any other, so a hub name or revision holding `{{ ... }}` would run as
+    a template. Nothing here needs Jinja. Init containers may be given as dicts (the JSON that crosses XCom).
+    """
+
+    template_fields = ()
+
+    def __init__(self, *, init_containers: list | None = None, **kwargs: Any):
+        if init_containers and any(isinstance(c, dict) for c in init_containers):
+            init_containers = PodGenerator.deserialize_model_dict(
+                {"spec": {"containers": [], "initContainers": init_containers}}).spec.init_containers
+        super().__init__(init_containers=init_containers, **kwargs)
+
+
+def pod_manifest(partial: dict[str, Any], pod: dict[str, Any], task_id: str = "pod") -> dict[str, Any]:
+    """The Pod the operator would create from these kwargs, as the API's JSON (no cluster, no credentials).
+
+    The connection is not read: the XCom sidecar shows the provider's default image, which a connection may change.
+    """
+    op = HubflowPodOperator(task_id=task_id, **{**partial, "kubernetes_conn_id": None}, **pod)
+    return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))

@@ -1,0 +1,131 @@
+"""Run real Airflow in tests: one temporary AIRFLOW_HOME per test process, migrated once, and dag.test over a dags folder.
+
+Airflow reads AIRFLOW_HOME and its database URL when it is first imported, so `setup_environment()` must run before
+anything imports airflow: call it at the top of a conftest.py (it is idempotent and cheap). Each test folder passes
+its own dags folder to `run_dag`; the home and its database are shared by the whole process (one per xdist worker).
+
+    from tests import airflow_support
+    airflow_support.setup_environment()
+    ...
+    dag_run = airflow_support.run_dag(DAGS, "my_dag", conf={...})
+    assert dag_run.state == "success"
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_HOME_VAR = "HUBFLOW_TEST_AIRFLOW_HOME"
+_migrated = False
+
+SETTINGS = {
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* hubflow.*",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "False",
+}
+
+
+def setup_environment() -> Path:
+    """Point Airflow at a fresh temporary home (once per process) and return it."""
+    home = os.environ.get(_HOME_VAR)
+    if home and os.environ.get("AIRFLOW_HOME") == home:
+        return Path(home)
+    if "airflow" in sys.modules:
+        raise RuntimeError("airflow was imported before tests.airflow_support.setup_environment(); "
+                           "call it at the top of the conftest.py that runs first")
+    home = tempfile.mkdtemp(prefix="hubflow-airflow-")
+    os.environ[_HOME_VAR] = home
+    os.environ["AIRFLOW_HOME"] = home
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db"
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(home) / "dags")
+    (Path(home) / "dags").mkdir()
+    os.environ.update(SETTINGS)
+    return Path(home)
+
+
+def migrate() -> None:
+    """Create the metadata database once per process (in a subprocess: it is slow and noisy in-process)."""
+    global _migrated
+    if _migrated:
+        return
+    home = setup_environment()
+    airflow = Path(sys.executable).with_name("airflow")
+    cmd = [str(airflow)] if airflow.exists() else [sys.executable, "-m", "airflow"]
+    proc = subprocess.run([*cmd, "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed in {home}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    _migrated = True
+
+
+def use_dags_folder(dags_folder: str | os.PathLike) -> None:
+    """Make `dags_folder` the dags-folder bundle (Airflow keeps the path in airflow.settings once imported)."""
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
+    if "airflow.settings" in sys.modules:
+        sys.modules["airflow.settings"].DAGS_FOLDER = str(dags_folder)
+
+
+def load_dag(dags_folder: str | os.PathLike, dag_id: str):
+    """The DAG `dag_id` parsed from `dags_folder`; import errors are raised with the file that failed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    use_dags_folder(dags_folder)
+    bag = DagBag(dag_folder=str(dags_folder))
+    if bag.import_errors:
+        raise RuntimeError("DAG import errors:\n" + "\n".join(f"{f}: {e}" for f, e in bag.import_errors.items()))
+    if dag_id not in bag.dags:
+        raise KeyError(f"no DAG {dag_id!r} in {dags_folder}; found {sorted(bag.dags)}")
+    return bag.dags[dag_id]
+
+
+def run_dag(dags_folder: str | os.PathLike, dag_id: str, conf: dict[str, Any] | None = None, **kwargs: Any):
+    """Run one DAG in-process with dag.test and return its DagRun (dag.test does not raise when tasks fail)."""
+    migrate()
+    dag = load_dag(dags_folder, dag_id)
+    return dag.test(run_conf=conf, **kwargs)
+
+
+def task_instances(dag_run) -> dict[tuple[str, int], Any]:
+    """(task_id, map_index) -> task instance of a finished run."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        for ti in tis:
+            session.expunge(ti)
+    return {(ti.task_id, ti.map_index): ti for ti in tis}
+
+
+def xcom(dag_run, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
+    """A task's XCom value from the metadata database (deserialised as tasks see it)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id,
+                                                 map_index=map_index, key=key).one_or_none()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def task_log(dag_run, task_id: str, map_index: int = -1) -> str:
+    """Everything the task wrote to its log files (all tries)."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    base = home / "logs" / f"dag_id={dag_run.dag_id}" / f"run_id={dag_run.run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        base = base / f"map_index={map_index}"
+    files = sorted(base.glob("attempt=*.log")) if base.exists() else []
+    return "\n".join(f.read_text(errors="replace") for f in files)
+
+
+def cleanup() -> None:
+    home = os.environ.get(_HOME_VAR)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,38 @@
+"""Test DAGs: each pod kind as a mapped HubflowPodOperator, per-pod kwargs arriving through XCom (as in the lifecycle).
+
+`k8s_<kind>_<sync|deferrable>` maps over `dag_run.conf["pods"]` in environment `staging` of the settings file named
+by HUBFLOW_K8S_TEST_CONFIG; polling is shortened so that tests stay fast. `k8s_status_plain` does the same with the
+provider's KubernetesPodOperator itself, to show what hubflow's subclass prevents.
+"""
+import os
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import dag, task
+from hubflow import pods
+from hubflow.config import load_settings
+
+FAST = {"startup_check_interval_seconds": 0.2, "poll_interval": 0.2, "base_container_status_polling_interval": 0.1}
+
+
+def make(kind: str, deferrable: bool, operator=pods.HubflowPodOperator, mode: str | None = None):
+    settings = load_settings(os.environ["HUBFLOW_K8S_TEST_CONFIG"])
+    env = settings.environment("staging")
+
+    @dag(dag_id=f"k8s_{kind}_{mode or ('deferrable' if deferrable else 'sync')}", schedule=None, catchup=False)
+    def pod_dag():
+        @task
+        def per_pod(**context):
+            return context["dag_run"].conf["pods"]
+
+        operator.partial(
+            task_id="pod", **{**pods.partial_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
+        ).expand_kwargs(per_pod())
+
+    return pod_dag()
+
+
+if os.environ.get("HUBFLOW_K8S_TEST_CONFIG"):
+    for _kind in pods.KINDS:
+        for _deferrable in (False, True):
+            make(_kind, _deferrable)
+    make("status", False, KubernetesPodOperator, "plain")

@@ -1,0 +1,150 @@
+"""The real KubernetesPodOperator (as HubflowPodOperator) against the API emulator, inside dag.test.
+
+Each module-scoped run maps several pods with different scripted outcomes, so one dag.test covers many behaviours;
+every pod's per-pod kwargs travel through XCom exactly as in the lifecycle.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from tests import airflow_support
+from tests.k8s.conftest import DAGS
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+HOSTILE_HUB = "{{ 7 * 7 }}; rm -rf / $(id) `id` | tee x"
+HOSTILE_REV = "{{7*7}};$(id)&&`id`|{%raw%}"
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def run(kind, pods, deferrable=False):
+    mode = {False: "sync", True: "deferrable", "plain": "plain"}[deferrable]
+    return airflow_support.run_dag(DAGS, f"k8s_{kind}_{mode}", conf={"pods": pods})
+
+
+def created(emulator, labels):
+    return [p for p in emulator.created if all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())]
+
+
+@pytest.fixture(scope="module")
+def status_run(_emulator, settings):
+    """Sync status pods: a success with XCom, a failure, a pod that never schedules, and a hostile hub name."""
+    from hubflow import pods
+
+    _emulator.reset()
+    env = settings.environment("staging")
+    _emulator.script({"hubflow.io/hub": "datahub"}, logs=["release datahub-staging: deployed at helm revision 4"],
+                     xcom={"release": "datahub-staging", "revision": 4, "status": "deployed"})
+    _emulator.script({"hubflow.io/hub": "data8"}, exit_code=1,
+                     logs=["checking release data8-staging", "Error: cannot reach the cluster: i/o timeout"])
+    _emulator.script({"hubflow.io/hub": "biology"}, never_scheduled=True)
+    _emulator.script({"hubflow.io/kind": "status", "hubflow.io/hub": pods.label_value(HOSTILE_HUB)},
+                     xcom={"ok": True})
+    hubs = ["datahub", "data8", "biology", HOSTILE_HUB]
+    dag_run = run("status", [pods.helm_status_pod(settings, env, h) for h in hubs])
+    return dag_run, airflow_support.task_instances(dag_run), list(_emulator.created), list(_emulator.requests)
+
+
+def test_a_succeeding_pod_returns_its_xcom(status_run):
+    dag_run, tis, _, _ = status_run
+    assert tis[("pod", 0)].state == "success"
+    assert airflow_support.xcom(dag_run, "pod", 0) == {"release": "datahub-staging", "revision": 4,
+                                                       "status": "deployed"}
+
+
+def test_a_failing_pod_fails_its_task_and_is_kept_for_debugging(status_run):
+    dag_run, tis, pods_created, requests = status_run
+    assert tis[("pod", 1)].state == "failed"
+    assert dag_run.state == "failed"
+    failed = next(p["metadata"]["name"] for p in pods_created if p["metadata"]["labels"]["hubflow.io/hub"] == "data8")
+    succeeded = next(p["metadata"]["name"] for p in pods_created
+                     if p["metadata"]["labels"]["hubflow.io/hub"] == "datahub")
+    deleted = {r.path.rsplit("/", 1)[1] for r in requests if r.method == "DELETE"}
+    assert succeeded in deleted and failed not in deleted
+
+
+def test_a_pod_that_never_schedules_fails_within_the_startup_timeout(status_run, settings):
+    _, tis, _, _ = status_run
+    ti = tis[("pod", 2)]
+    assert ti.state == "failed"
+    # pod_startup_seconds is 3 in the test settings; allow for Airflow's own start-up on a busy machine
+    assert (ti.end_date - ti.start_date).total_seconds() < settings.timeouts.pod_startup_seconds + 20
+
+
+def test_pods_carry_the_service_account_resources_and_sanitised_labels(status_run, settings):
+    _, _, pods_created, _ = status_run
+    assert len(pods_created) == 4
+    for pod in pods_created:
+        spec = pod["spec"]
+        assert spec["serviceAccountName"] == "deployer-staging"
+        assert pod["metadata"]["namespace"] == settings.pods.namespace
+        base = next(c for c in spec["containers"] if c["name"] == "base")
+        assert base["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                     "limits": {"cpu": "2", "memory": "2Gi"}}
+        assert spec["activeDeadlineSeconds"] == 600
+        for value in pod["metadata"]["labels"].values():
+            assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
+
+
+def test_user_strings_reach_the_pod_verbatim_and_are_never_rendered_as_templates(status_run):
+    """Airflow 3.3 renders values that come through expand_kwargs: HubflowPodOperator must render none of them."""
+    _, tis, pods_created, _ = status_run
+    assert tis[("pod", 3)].state == "success"
+    pod = next(p for p in pods_created if "{{ 7 * 7 }}" in " ".join(p["spec"]["containers"][0]["args"]))
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[:3] == ["status", "--release", f"{HOSTILE_HUB}-staging"]
+    assert args[4] == f"{HOSTILE_HUB}-staging"
+    assert "49" not in " ".join(args)
+    assert pod["spec"]["containers"][0]["command"] == ["hubflow-runner"]  # argv, no shell
+
+
+def test_the_plain_operator_would_render_expanded_values_which_is_why_hubflow_turns_templating_off(emulator,
+                                                                                                 settings):
+    """The finding behind HubflowPodOperator: with expand_kwargs from XCom, Airflow 3.3 renders every value."""
+    from hubflow import pods
+
+    dag_run = run("status", [pods.helm_status_pod(settings, settings.environment("staging"), HOSTILE_HUB)],
+                  deferrable="plain")
+    assert dag_run.state == "success"
+    (pod,) = emulator.created
+    assert pod["spec"]["containers"][0]["args"][2].startswith("49; rm -rf /")
+
+
+def test_upgrade_pod_with_hostile_revision_deferrable_returns_helm_revisions(emulator, settings, plan, capfd):
+    """Deferrable mode: the trigger waits, the task resumes, logs and XCom come back; the revision is not rendered."""
+    from hubflow import pods
+
+    env = settings.environment("staging")
+    hostile = dataclasses.replace(plan, head=HOSTILE_REV)
+    emulator.script({"hubflow.io/kind": "upgrade"}, run_seconds=0.5,
+                    logs=["hubflow-runner: release datahub-staging: helm revision before the upgrade: 6",
+                          "hubflow-runner: release datahub-staging: helm revision after the upgrade: 7 (deployed)"],
+                    xcom={"release": "datahub-staging", "previous_revision": 6, "revision": 7, "status": "deployed"})
+    dag_run = run("upgrade", [pods.helm_upgrade_pod(settings, env, hostile, "datahub")], deferrable=True)
+    out = capfd.readouterr().out
+    assert dag_run.state == "success", out[-3000:]
+    assert airflow_support.xcom(dag_run, "pod", 0)["previous_revision"] == 6
+    assert "helm revision after the upgrade: 7 (deployed)" in out
+    (pod,) = emulator.created
+    clone = pod["spec"]["initContainers"][0]
+    assert clone["command"][-2] == HOSTILE_REV
+    assert pod["spec"]["containers"][0]["args"][pod["spec"]["containers"][0]["args"].index("--revision") + 1] \
+        == HOSTILE_REV
+    assert "49" not in str(pod["spec"])
+    assert pod["metadata"]["labels"]["hubflow.io/revision"] == pods.label_value(HOSTILE_REV)
+
+
+def test_failure_surfaces_the_pods_last_log_lines_deferrable(emulator, settings, capfd):
+    from hubflow import pods
+
+    env = settings.environment("staging")
+    emulator.script({"hubflow.io/kind": "rollback"}, exit_code=1, run_seconds=0.3,
+                    logs=["hubflow-runner: helm rollback datahub-staging 6", "Error: release has no 6 version"])
+    dag_run = run("rollback", [pods.helm_rollback_pod(settings, env, "datahub", 6)], deferrable=True)
+    out = capfd.readouterr().out
+    assert dag_run.state == "failed"
+    assert "Error: release has no 6 version" in out
+    assert not emulator.calls("DELETE")  # kept for debugging
