@@ -9,6 +9,7 @@ No Airflow import here: the CLI, the plan and the tests use this module on their
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import string
@@ -83,6 +84,19 @@ class Repository(_Model):
         return check_repo_path(v)
 
 
+class FreezeWindow(_Model):
+    start: dt.datetime = Field(description="ISO 8601 with a time zone, e.g. 2026-12-18T17:00:00-08:00")
+    end: dt.datetime
+    reason: str = "scheduled freeze"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("needs a time zone (e.g. Z or -08:00)")
+        return v
+
+
 class Environment(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     branch: str
@@ -93,6 +107,7 @@ class Environment(_Model):
     service_account: str = "hubflow-deployer"
     smoke_token_conn_id: str = "hubflow_smoke"
     build_images: bool = Field(True, description="false: images must already exist (prod never builds)")
+    freeze_windows: list[FreezeWindow] = Field([], description="times when this environment neither deploys nor promotes")
 
     @field_validator("branch")
     @classmethod

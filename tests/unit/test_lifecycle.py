@@ -1,0 +1,96 @@
+"""resolve and gate on a real repository and ledger: newest head wins, holds, freezes, the prod gate."""
+import datetime as dt
+
+import pytest
+
+from hubflow import lifecycle
+from hubflow.config import load_settings
+from hubflow.git import Repo
+from hubflow.ledger import Ledger
+from sandbox.sample_repo import commit, git, make_sample_repo
+
+
+@pytest.fixture
+def world(tmp_path):
+    root = make_sample_repo(tmp_path / "deploy")
+    settings = load_settings()
+    return root, Repo(root), Ledger(f"sqlite:///{tmp_path}/ledger.db"), settings
+
+
+def deployed(ledger, env, sha, tree="t"):
+    a = ledger.start(env, sha, None, tree, None)
+    ledger.finish(a, "success")
+
+
+def test_first_run_targets_the_head_with_no_base(world):
+    root, repo, ledger, settings = world
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    assert t.revision == git(root, "rev-parse", "staging").strip()
+    assert t.base is None and t.skip is None
+    assert t.tree == git(root, "rev-parse", "staging^{tree}").strip()
+
+
+def test_newest_head_wins_and_covers_the_range(world):
+    root, repo, ledger, settings = world
+    first = git(root, "rev-parse", "HEAD").strip()
+    deployed(ledger, "staging", first)
+    one = commit(root, "one", {"deployments/data8/config/common.yaml": "a: 1\n"})
+    two = commit(root, "two", {"deployments/biology/config/common.yaml": "a: 2\n"})
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger, requested=one)
+    assert (t.revision, t.base) == (two, first)
+
+
+def test_already_deployed_is_skipped(world):
+    root, repo, ledger, settings = world
+    deployed(ledger, "staging", git(root, "rev-parse", "HEAD").strip())
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    assert "already deployed" in t.skip
+
+
+def test_requested_revision_must_be_on_the_branch(world):
+    root, repo, ledger, settings = world
+    git(root, "checkout", "-q", "-b", "feature")
+    side = commit(root, "side", {"x": "1"})
+    git(root, "checkout", "-q", "staging")
+    with pytest.raises(lifecycle.Refused, match="is not on branch 'staging'"):
+        lifecycle.resolve(settings, settings.environment("staging"), repo, ledger, requested=side)
+
+
+def test_held_head_is_skipped_and_a_held_revision_in_the_range_refused(world):
+    root, repo, ledger, settings = world
+    deployed(ledger, "staging", git(root, "rev-parse", "HEAD").strip())
+    bad = commit(root, "bad", {"images/primary/requirements.txt": "nope==1\n"})
+    ledger.hold(bad, "staging", "smoke failed: nope missing")
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    assert t.skip == f"{bad[:12]} is held: smoke failed: nope missing"
+    commit(root, "later", {"deployments/data8/config/common.yaml": "a: 1\n"})
+    with pytest.raises(lifecycle.Refused, match=f"still contains held revision {bad[:12]}"):
+        lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    git(root, "revert", "--no-edit", bad)
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    assert t.skip is None and t.reverts == [bad]
+
+
+def test_freeze_switch_and_window(world):
+    root, repo, ledger, settings = world
+    with pytest.raises(lifecycle.Refused, match="frozen by hand: exams"):
+        lifecycle.resolve(settings, settings.environment("prod"), repo, ledger, freeze_switch="exams")
+    now = dt.datetime.now(dt.timezone.utc)
+    env = type(settings.environment("prod")).model_validate({
+        **settings.environment("prod").model_dump(),
+        "freeze_windows": [{"start": now - dt.timedelta(hours=1), "end": now + dt.timedelta(hours=1),
+                            "reason": "winter break"}]})
+    with pytest.raises(lifecycle.Refused, match="frozen until .*winter break"):
+        lifecycle.resolve(settings, env, repo, ledger)
+
+
+def test_prod_gate_matches_verified_staging_trees(world):
+    root, repo, ledger, settings = world
+    prod = settings.environment("prod")
+    target = lifecycle.resolve(settings, prod, repo, ledger)
+    with pytest.raises(lifecycle.Refused, match="matches no revision verified on staging"):
+        lifecycle.gate(settings, prod, target, ledger)
+    assert lifecycle.gate(settings, prod, target, ledger, force_reason="hotfix") is None
+    deployed(ledger, "staging", "s" * 40, tree=target.tree)
+    assert lifecycle.gate(settings, prod, target, ledger) == "s" * 40
+    assert lifecycle.gate(settings, settings.environment("staging"), target, ledger) is None
