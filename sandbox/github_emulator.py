@@ -92,7 +92,8 @@ class GitHubEmulator:
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="github-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="github-emulator",
+                                        daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from github import Auth, Github
@@ -12,10 +14,17 @@ from sandbox.github_emulator import GitHubEmulator
 from sandbox.sample_repo import make_sample_repo
 
 
+@pytest.fixture(scope="session")
+def sample_origin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    make_sample_repo(root / "work", bare=root / "origin.git")
+    return root / "origin.git"
+
+
 @pytest.fixture
-def origin(tmp_path):
-    make_sample_repo(tmp_path / "work", bare=tmp_path / "origin.git")
-    return tmp_path / "origin.git"
+def origin(sample_origin, tmp_path):
+    """A fresh copy of the sample repository's bare origin (branches staging and prod at one commit)."""
+    return Path(shutil.copytree(sample_origin, tmp_path / "origin.git"))
 
 
 @pytest.fixture
@@ -24,10 +33,15 @@ def emulator(origin):
         yield em
 
 
+@pytest.fixture(scope="session")
+def example_settings():
+    return load_settings()
+
+
 @pytest.fixture
-def settings(emulator):
+def settings(example_settings, emulator):
     """include/hubflow.yaml, pointed at the emulator's repository, with promotion reviewers."""
-    base = load_settings()
+    base = example_settings
     return base.model_copy(update={
         "repository": base.repository.model_copy(update={"clone_url": emulator.clone_url}),
         "promotion": base.promotion.model_copy(update={"reviewers": ["alice", "bob"]}),
