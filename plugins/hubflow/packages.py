@@ -56,10 +56,11 @@ def parse_package(spec: str, source: str = "") -> Package:
         req = Requirement(spec)
     except InvalidRequirement as exc:
         where = f"{source}: " if source else ""
-        raise PackagesError(f"{where}{spec!r} is not a package requirement: {exc}") from None
+        reason = str(exc).splitlines()[0]
+        raise PackagesError(f"{where}{spec!r} is not a package requirement: {reason}") from None
     version, exact = None, True
     specs = list(req.specifier)
-    if len(specs) == 1 and specs[0].operator in ("==", "==="):
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and specs[0].version:
         version = specs[0].version
         if version.endswith(".*"):
             version, exact = version[:-2], False

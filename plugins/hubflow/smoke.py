@@ -220,7 +220,7 @@ class _Run:
     # -- the checks
 
     def health(self) -> str:
-        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=7)
+        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=5)
         return "GET /hub/health: 200"
 
     def api(self) -> str:

@@ -1,0 +1,70 @@
+"""The package probe that runs inside a hub's kernel, run here in-process against this venv and fake installs."""
+import json
+import sys
+
+import pytest
+
+from hubflow.packages import Package
+from hubflow.smoke import SmokeError, is_leftover, parse_notebook, probe, smoke_user_name
+
+
+def run(*packages):
+    return {r["name"]: r for r in probe([p.to_dict() for p in packages])}
+
+
+def test_installed_pinned_and_prefix_pinned_packages_pass():
+    out = run(Package("requests", "2.34.2"), Package("PyYAML", "6.0.4"), Package("tornado", "6.6", exact=False),
+              Package("websocket_client"))
+    assert {n: r["status"] for n, r in out.items()} == dict.fromkeys(out, "ok")
+    assert out["PyYAML"]["modules"] == ["yaml"]  # top-level module found from the distribution, not the name
+    assert out["websocket_client"]["modules"] == ["websocket"]
+
+
+def test_missing_mismatched_and_broken_packages(tmp_path, monkeypatch):
+    dist = tmp_path / "brokenpkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenpkg\nVersion: 1.0\n")
+    (dist / "top_level.txt").write_text("brokenpkg\n")
+    (tmp_path / "brokenpkg.py").write_text("raise ImportError('libfoo.so.1: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = run(Package("nosuchpkg-hubflow"), Package("requests", "2.0.0"), Package("brokenpkg"))
+    assert out["nosuchpkg-hubflow"]["status"] == "missing"
+    assert (out["requests"]["status"], out["requests"]["installed"]) == ("version", "2.34.2")
+    assert out["brokenpkg"]["status"] == "import"
+    assert out["brokenpkg"]["error"] == "import brokenpkg: ImportError: libfoo.so.1: cannot open shared object file"
+
+
+def test_conda_packages_without_python_modules_come_from_conda_meta(tmp_path, monkeypatch):
+    (tmp_path / "conda-meta").mkdir()
+    (tmp_path / "conda-meta" / "r-base-4.4.1-h1.json").write_text(json.dumps({"name": "r-base", "version": "4.4.1"}))
+    (tmp_path / "conda-meta" / "r-base64-1.0-h1.json").write_text(json.dumps({"name": "r-base64", "version": "1.0"}))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    out = run(Package("r-base", "4.4", exact=False, conda=True), Package("r-base64", "2.0", conda=True),
+              Package("nodejs", conda=True))
+    assert (out["r-base"]["status"], out["r-base"]["installed"]) == ("ok", "4.4.1")
+    assert (out["r-base64"]["status"], out["r-base64"]["installed"]) == ("version", "1.0")
+    assert out["nodejs"]["status"] == "missing"
+
+
+def test_markers_that_do_not_apply_are_not_checked():
+    out = run(Package("nosuchpkg-hubflow", marker='python_version < "3"'))
+    assert out["nosuchpkg-hubflow"]["status"] == "not-applicable"
+
+
+def test_leftover_users_are_told_apart_by_the_deadline_in_their_name():
+    mine = smoke_user_name(2_000_000_000)
+    assert mine.startswith("hubflow-smoke-2000000000-")
+    assert not is_leftover(mine, now=1_999_999_999)
+    assert is_leftover(mine, now=2_000_000_001)
+    assert is_leftover("hubflow-smoke-handmade", now=0)
+    assert not is_leftover("alice", now=2_000_000_001)
+
+
+def test_notebook_cells_keep_their_position():
+    nb = parse_notebook(json.dumps({"nbformat": 4, "cells": [
+        {"cell_type": "markdown", "source": "# title"},
+        {"cell_type": "code", "source": ["import os\n", "os.getcwd()"]},
+        {"cell_type": "code", "source": "  "}]}), "smoke.ipynb")
+    assert nb.cells == [(2, "import os\nos.getcwd()")]
+    with pytest.raises(SmokeError, match="notebook bad.ipynb is not a Jupyter notebook"):
+        parse_notebook("{not json", "bad.ipynb")
