@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
     p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
 
+    def cmd_webhook(args: argparse.Namespace) -> int:  # the relay's HTTP client loads only for this command
+        from hubflow.webhook import cli_main
+
+        return cli_main(args)
+
+    p = command("webhook", cmd_webhook, "relay GitHub push/pull_request webhooks to the deploy DAGs through Airflow's "
+                                        "REST API (secrets from $HUBFLOW_WEBHOOK_SECRET and $AIRFLOW_API_*)")
+    p.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="default 127.0.0.1:8090")
+
     p = command("smoke", cmd_smoke, "verify a running hub: health, a throwaway user's server, a kernel, packages, "
                                     "a notebook (token from $HUBFLOW_SMOKE_TOKEN)")
     p.add_argument("--hub-url", required=True, help="public URL of the hub, e.g. https://datahub.example.org")
