@@ -14,7 +14,9 @@ Airflow 3.3 renders values that arrive through expand_kwargs, so `HubflowPodOper
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import posixpath
 import re
 from typing import Any, Literal
@@ -23,7 +25,8 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
 from hubflow.config import Environment, Resources, Settings
 from hubflow.errors import HubflowError
-from hubflow.plan import Plan
+from hubflow.git import Repo
+from hubflow.plan import Plan, make_plan
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
@@ -305,6 +308,14 @@ def _fleet(plan: Plan):
     return plan.fleet
 
 
+def cache_tags(repo: Repo, plan: Plan, fleet_file: str, environments: list[str]) -> dict[str, str]:
+    """Each image's tag at the plan's base, where it differs: the build seeds its layer cache from it."""
+    if not plan.base:
+        return {}
+    before = {i.name: i.tag for i in make_plan(repo, None, plan.base, fleet_file, environments).images}
+    return {i.name: before[i.name] for i in plan.images if before.get(i.name) not in (None, i.tag)}
+
+
 def deploy_pods(settings: Settings, env: Environment, plan: Plan, build: list[str] | None = None,
                 cache_tags: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Per-pod kwargs of a whole deploy: `build` lists the images to build (default: every image of the plan)."""
@@ -342,4 +353,6 @@ def pod_manifest(partial: dict[str, Any], pod: dict[str, Any], task_id: str = "p
     The connection is not read: the XCom sidecar shows the provider's default image, which a connection may change.
     """
     op = HubflowPodOperator(task_id=task_id, **{**partial, "kubernetes_conn_id": None}, **pod)
-    return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+    with contextlib.redirect_stdout(io.StringIO()):  # the operator logs "Building pod" to stdout: keep it clean
+        pod_obj = op.build_pod_request_obj(dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod_obj)
