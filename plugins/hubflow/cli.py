@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook", metavar="PATH", help="a notebook to run cell by cell in the kernel")
     p.add_argument("--timeout", type=float, default=300, help="seconds for the whole verification (default 300)")
     p.add_argument("--json", action="store_true")
+
+    def cmd_render(args: argparse.Namespace) -> int:  # Airflow's pod operator loads only for this command
+        from hubflow.render import command as render
+
+        return render(args)
+
+    p = command("render", cmd_render, "print the pods a deploy of a revision range would create, as YAML "
+                                      "(no cluster, no credentials)")
+    p.add_argument("--env", required=True, help="environment to deploy to")
+    p.add_argument("--head", required=True, help="revision to deploy")
+    p.add_argument("--base", help="last deployed revision; omitted: first deploy")
+    p.add_argument("--repo", default=".", help="deployment repository (default: .)")
     return parser
 
 
