@@ -237,8 +237,9 @@ class GitHub:
             raise GitHubError(exc.args[0]) from None
 
     @property
-    def _token(self) -> str:
-        return self.client.requester.auth.token
+    def _token(self) -> str | None:
+        """The connection's token (or GitHub App installation token) for git over HTTPS."""
+        return getattr(self.client.requester.auth, "token", None)
 
     # ------------------------------------------------------------ reading
 

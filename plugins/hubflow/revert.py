@@ -43,13 +43,12 @@ def auth_env(clone_url: str, token: str | None) -> dict[str, str]:
     return env
 
 
-def _remote(args: list[str], env: dict[str, str]) -> None:
+def _remote(args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
     """A git command that talks to the remote; the error keeps git's message, which never holds the header."""
     log.info("git %s", " ".join(args))
-    proc = subprocess.run(["git", *args], capture_output=True, env=env, timeout=TIMEOUT_SECONDS)
+    proc = subprocess.run(["git", *args], capture_output=True, env=env, cwd=cwd, timeout=TIMEOUT_SECONDS)
     if proc.returncode != 0:
-        raise GitError(f"git {args[2] if args[0] == '-C' else args[0]} failed: "
-                       f"{proc.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
 def revert_range(clone_url: str, token: str | None, branch: str, base: str, head: str, new_branch: str,
@@ -87,6 +86,6 @@ def revert_range(clone_url: str, token: str | None, branch: str, base: str, head
             raise GitError(f"reverting {base[:12]}..{head[:12]} changes nothing on {branch!r}: already undone")
         repo.git("commit", "--quiet", "--no-verify", "-F", "-", input=message.encode())
         sha = repo.git("rev-parse", "HEAD").strip()
-        _remote(["-C", str(path), "push", "--quiet", "origin", f"HEAD:refs/heads/{new_branch}"], env)
+        _remote(["push", "--quiet", "origin", f"HEAD:refs/heads/{new_branch}"], env, cwd=path)
         log.info("pushed revert %s of %s..%s as %s", sha[:12], base[:12], head[:12], new_branch)
         return sha

@@ -9,7 +9,12 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -160,3 +165,30 @@ def test_the_relay_refuses_to_start_without_secret_or_credentials(example_settin
         Relay(example_settings, "", "http://127.0.0.1:8080", token="t")
     with pytest.raises(HubflowError, match="AIRFLOW_API_TOKEN"):
         Relay(example_settings, SECRET, "http://127.0.0.1:8080")
+
+
+def test_hubflow_webhook_command_serves_the_relay(airflow, tmp_path):
+    """The documented way to run it: `hubflow webhook --listen`, secrets from the environment only."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, HUBFLOW_WEBHOOK_SECRET=SECRET, AIRFLOW_API_URL=airflow.url, AIRFLOW_API_TOKEN=JWT,
+               PYTHONPATH="plugins")
+    proc = subprocess.Popen([sys.executable, "-m", "hubflow.cli", "webhook", "--listen", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/health", timeout=1).raise_for_status()
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.1)
+        assert deliver(url, "push", push("prod")).json()["dag_id"] == "hubflow_deploy_prod"
+        assert list(airflow.runs) == [f"hubflow_webhook__prod__{SHA}"]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "POST http://127.0.0.1:" in output and SECRET not in output and JWT not in output
