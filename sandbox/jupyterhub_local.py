@@ -79,7 +79,7 @@ def free_port() -> int:
 
 
 class LocalHub:
-    """One JupyterHub process (and its proxy and single-user servers), started in its own process group."""
+    """One JupyterHub process, which runs its proxy and its single-user servers."""
 
     def __init__(self, workdir: str | os.PathLike | None = None):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="hubflow-hub-"))
@@ -101,9 +101,10 @@ class LocalHub:
             args=args, service=SERVICE, token=self.token, scopes=SCOPES))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         env.pop("HUBFLOW_SMOKE_TOKEN", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
-            cwd=self.dir, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with self.log_path.open("ab") as log:  # a session of its own: a Ctrl-C meant for the caller does not reach it
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
+                cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -122,18 +123,18 @@ class LocalHub:
             return "(no log)"
 
     def stop(self) -> None:
-        """SIGTERM the hub (it stops its servers and the proxy), then make sure its whole process group is gone."""
+        """SIGTERM the hub: it stops its single-user servers and its proxy. If it must be killed, the proxy goes too."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(OSError, ValueError):  # the hub removes the pid file when it stopped the proxy
+            os.kill(int((self.dir / "proxy.pid").read_text()), signal.SIGTERM)
         self.proc = None
 
     def remove(self) -> None:

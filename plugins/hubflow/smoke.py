@@ -176,8 +176,8 @@ class _Run:
             check.detail, check.status = str(exc), "skipped"
         except _Failed as exc:
             check.detail, check.status = str(exc), "failed"
-        except (requests.RequestException, websocket.WebSocketException, OSError, ValueError) as exc:
-            check.detail, check.status = _describe(exc), "failed"
+        except (requests.RequestException, websocket.WebSocketException, OSError, ValueError, KeyError) as exc:
+            check.detail, check.status = _describe(exc), "failed"  # includes answers that are not what the API documents
         finally:
             check.seconds = round(time.monotonic() - t, 3)
             if check.status == "running":  # an unexpected error: still a result, then it propagates
@@ -263,12 +263,12 @@ class _Run:
     def start_server(self) -> str:
         t = time.monotonic()
         r = self.request(self.hub, "POST", f"{self.url}/hub/api/users/{self.user}/server", "starting the server",
-                         ok=(201, 202, 400, 500, 502, 503), read=60)
-        if r.status_code not in (201, 202):
-            reason = self._spawn_failure() or f"{_message(r)}"
+                         ok=(201, 202, 400, 500, 502, 503, 504), read=60)
+        if r.status_code in (400, 500):
+            reason = self._spawn_failure() or _message(r)
             raise _Failed(f"the hub could not start the server: {reason} (POST /hub/api/users/{{user}}/server "
                           f"answered {r.status_code})")
-        if r.status_code == 202:
+        if r.status_code != 201:  # 202, or a gateway that stopped waiting: the spawn goes on, follow it
             self._await_ready()
         model = self.hub_api("GET", f"/users/{self.user}", "reading the server", retry=True).json()
         server = (model.get("servers") or {}).get("")
