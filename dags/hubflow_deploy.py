@@ -1,68 +1,160 @@
 """Deploy DAGs, one per configured environment (`hubflow_deploy_staging`, `hubflow_deploy_prod`, ...).
 
-Wiring only: every step is a function in plugins/hubflow/. Parsing reads the settings file and nothing else
-(no network, no subprocess, no connection lookups), and its cost does not depend on the number of hubs.
+Wiring only: every task body is one call into plugins/hubflow/tasks.py. Parsing reads the settings file and
+nothing else (no network, no subprocess, no connection lookups), and its cost does not depend on the number of hubs.
 """
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
+from airflow.task.trigger_rule import TriggerRule
 
+from hubflow import tasks
 from hubflow.config import Environment, Settings, load_settings
+from hubflow.pods import HubflowPodOperator, partial_kwargs
+from hubflow.triggers import BranchHeadTrigger
 
 DOC = """
 ### Deploy {env}
-Triggered by a merge into `{branch}` (or by hand with a revision). Steps: **resolve** the revision and the last one
-deployed (the ledger) -> {gate}**plan** which images to build and which hubs to deploy, each with its reason.
+Runs when `{branch}` moves (or by hand / REST API with `{{"revision": sha}}`; the newest head always wins).
+
+1. **resolve**: the branch head and the last revision deployed (the ledger); held, frozen or nothing new stop here.
+{gate}2. **plan**: images to build (tag = content), hubs to deploy, each with its reason; commit status pending.
+3. **build** (pods, skipped when the tag is in the registry){nobuild} -> **deploy** (helm upgrade pods, `--atomic`)
+   -> **verify** (smoke test per hub).
+4. **conclude**: all verified -> **succeed** (status{promote}, asset event);
+   any failure -> **rollback** (pods) + **fail** (hold, revert, status, comment).
+5. **record**: ledger, Slack, and one closing line saying what runs in {env} now.
 """
+
+
+def branch_asset(settings: Settings, env: Environment) -> Asset:
+    """The environment branch as an asset, watched by a trigger that polls its head (conditional requests)."""
+    trigger = BranchHeadTrigger(env=env.name, branch=env.branch, repository=settings.repository.github,
+                                github_conn_id=settings.repository.github_conn_id,
+                                poll_interval=settings.schedules.poll_interval_seconds)
+    return Asset(name=f"hubflow-{env.name}-branch", uri=f"hubflow://{settings.repository.github}/branches/{env.branch}",
+                 watchers=[AssetWatcher(name=f"hubflow-{env.name}-head", trigger=trigger)])
+
+
+def verified_asset(settings: Settings, env: Environment) -> Asset:
+    return Asset(name=f"hubflow-{env.name}-verified", uri=f"hubflow://{settings.repository.github}/verified/{env.name}")
 
 
 def deploy_dag(settings: Settings, env: Environment):
     first = env.name == settings.environments[0].name
+    nxt = settings.next_environment(env.name)
+    verified = verified_asset(settings, env)
 
     @dag(
         dag_id=f"hubflow_deploy_{env.name}",
-        schedule=None,
+        schedule=branch_asset(settings, env),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
         tags=["hubflow", "deploy", env.name],
-        default_args={"owner": "hubflow", "retries": 0},
+        default_args={"owner": "hubflow", "retries": 0, "on_failure_callback": tasks.on_failure},
         doc_md=DOC.format(env=env.name, branch=env.branch,
-                          gate="" if first else "**gate** (the tree must equal a verified tree of the previous environment) -> "),
+                          gate="" if first else "   **gate**: the tree must equal a tree verified on the previous "
+                                                "environment, unless forced with a reason.\n",
+                          nobuild="" if env.build_images else " — never here: images must exist",
+                          promote=f", promotion PR to {nxt.name}" if nxt else ""),
         params={
-            "revision": Param("", type="string", title="Revision", description="commit to deploy; empty: the branch head"),
+            "revision": Param("", type="string", title="Revision",
+                              description="a commit on the branch (empty: the branch head; a newer head wins)"),
             "force_reason": Param("", type="string", title="Force reason",
-                                  description="deploy past the gate; kept in the ledger with who forced it"),
+                                  description="pass the gate anyway; the ledger keeps who forced it and why"),
         },
-        render_template_as_native_obj=False,
     )
     def deploy():
-        @task(doc_md="Fetch the deployment repository; pick the target revision and the last deployed one.")
+        @task(doc_md="Fetch the repository; the target revision, the last deployed one; held/frozen/nothing new.")
         def resolve() -> dict:
-            from hubflow import lifecycle
-            from hubflow.connections import ledger_url
-            from hubflow.ledger import Ledger
-            from hubflow.mirror import sync
+            return tasks.resolve(settings, env, get_current_context())
 
-            params = get_current_context()["params"]
-            target = lifecycle.resolve(settings, env, sync(settings), Ledger(ledger_url(settings.ledger.conn_id)),
-                                       params.get("revision") or None)
-            print(f"target {target.revision} (tree {target.tree}); last deployed {target.base or 'none'}"
-                  + (f"; nothing to do: {target.skip}" if target.skip else ""))
-            return target.to_dict()
+        @task.short_circuit(doc_md="Stop here, successfully, when there is nothing to deploy (the reason is logged).")
+        def anything_to_deploy(target: dict) -> bool:
+            return not target["skip"]
 
-        @task(doc_md="The range base..target as a plan: images to build (with tags), hubs to deploy, hubs removed.")
+        @task(doc_md="Promote exactly what was tested: the tree must match a verified tree of the previous env.")
+        def gate(target: dict) -> str | None:
+            return tasks.gate(settings, env, target, get_current_context())
+
+        @task(doc_md="Plan the range; open the ledger attempt; status pending; list the pods.")
         def plan(target: dict) -> dict:
-            from hubflow import lifecycle
-            from hubflow.mirror import sync
-            from hubflow.plan import format_plan
+            return tasks.plan(settings, env, target, get_current_context())
 
-            result = lifecycle.plan(settings, sync(settings), lifecycle.Target(**target))
-            print(format_plan(result))
-            return result.to_dict()
+        @task(doc_md="Ask the registry which tags are missing: only those images are built.")
+        def build_pods(planned: dict) -> list[dict]:
+            return tasks.build_pods(settings, env, planned, get_current_context())
 
-        plan(resolve())
+        @task(doc_md="One helm upgrade pod per hub of the plan.")
+        def upgrade_pods(planned: dict) -> list[dict]:
+            return planned["upgrade"]
+
+        build = HubflowPodOperator.partial(
+            task_id="build", doc_md="Build and push one image (rootless BuildKit pod).",
+            **partial_kwargs(settings, env, "build"))
+        upgrade = HubflowPodOperator.partial(
+            task_id="deploy", trigger_rule=TriggerRule.NONE_FAILED,
+            doc_md="helm upgrade --install of one hub (runner pod, --atomic); XCom: helm revisions before/after.",
+            **partial_kwargs(settings, env, "upgrade"))
+
+        @task(doc_md="Smoke-test one hub: health, API, a throwaway user's server, a kernel importing the packages.")
+        def verify(target: dict, hub: str) -> dict:
+            return tasks.verify(settings, env, target, hub, get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, doc_md="Read what build, deploy and verify did: success or failure.")
+        def conclude(target: dict, planned: dict) -> dict:
+            return tasks.conclude(settings, env, target, planned, get_current_context())
+
+        @task.branch(doc_md="Success path or failure path (neither when the run was refused before planning).")
+        def decide(outcome: dict) -> list[str]:
+            return {"success": ["succeed"], "failed": ["rollback_pods", "fail"]}.get(outcome["outcome"], [])
+
+        @task(outlets=[verified], doc_md="Status success, the verified asset event, the promotion PR.")
+        def succeed(target: dict, planned: dict) -> dict:
+            context = get_current_context()
+            context["outlet_events"][verified].extra = {"revision": target["revision"], "tree": target["tree"]}
+            return tasks.succeed(settings, env, target, planned, context)
+
+        @task(doc_md="The hubs this run upgraded, to roll back to the helm revisions recorded before.")
+        def rollback_pods(outcome: dict) -> list[dict]:
+            return tasks.rollback_pods(settings, env, outcome)
+
+        rollback = HubflowPodOperator.partial(
+            task_id="rollback", doc_md="helm rollback of one hub to its revision before this run.",
+            **partial_kwargs(settings, env, "rollback"))
+
+        @task(doc_md="Hold the revision, revert it on the branch (never a revert of a revert), status, comments.")
+        def fail(target: dict, planned: dict, outcome: dict) -> dict:
+            return tasks.fail(settings, env, target, planned, outcome, get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, doc_md="Ledger, Slack, and the closing line: what runs now.")
+        def record(target: dict, planned: dict, outcome: dict, aftermath: dict | None) -> str:
+            return tasks.record(settings, env, target, planned, outcome, aftermath, get_current_context())
+
+        target = resolve()
+        go = anything_to_deploy(target)
+        planned = plan(target)
+        if first:
+            go >> planned
+        else:
+            go >> gate(target) >> planned
+        builds = build.expand_kwargs(build_pods(planned))
+        upgrade_specs = upgrade_pods(planned)
+        upgrades = upgrade.expand_kwargs(upgrade_specs)
+        checks = verify.partial(target=target).expand(hub=upgrade_specs.map(tasks.hub_of))
+        builds >> upgrades >> checks
+        outcome = conclude(target, planned)
+        checks >> outcome
+        branch = decide(outcome)
+        ok = succeed(target, planned)
+        to_roll_back = rollback_pods(outcome)
+        back = rollback.expand_kwargs(to_roll_back)
+        aftermath = fail(target, planned, outcome)
+        branch >> [ok, to_roll_back, aftermath]
+        done = record(target, planned, outcome, aftermath)
+        [ok, back, aftermath] >> done
 
     return deploy()
 

@@ -25,10 +25,10 @@ deploy_nothing:
 images:
   - name: primary
     paths: [images/primary]
-    repository: 127.0.0.1:5000/datahub/primary
+    repository: {registry}/datahub/primary
   - name: datascience
     paths: [images/datascience]
-    repository: 127.0.0.1:5000/datahub/datascience
+    repository: {registry}/datahub/datascience
 hub_defaults:
   values:
     common: [config/common.yaml]
@@ -61,10 +61,10 @@ BASE_HUBS = {
 }
 
 
-def sample_files(hubs: int = 4) -> dict[str, str]:
+def sample_files(hubs: int = 4, registry: str = "127.0.0.1:5000") -> dict[str, str]:
     """Path -> content of the sample repository with `hubs` hubs (the four named ones first)."""
     files = {
-        "hubflow-fleet.yaml": FLEET,
+        "hubflow-fleet.yaml": FLEET.replace("{registry}", registry),
         "README.md": "# datahub\nDeployments of the sample fleet.\n",
         "docs/index.md": "# Operator docs\n",
         "hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\ndependencies:\n"
@@ -113,7 +113,8 @@ def commit(root: Path, message: str, files: dict[str, str | None] | None = None)
     return git(root, "rev-parse", "HEAD").strip()
 
 
-def make_sample_repo(path: str | os.PathLike, hubs: int = 4, bare: str | os.PathLike | None = None) -> Path:
+def make_sample_repo(path: str | os.PathLike, hubs: int = 4, bare: str | os.PathLike | None = None,
+                     registry: str = "127.0.0.1:5000") -> Path:
     """Create the sample repository at `path` on branch `staging` with `prod` at the same commit.
 
     With `bare`, also create a bare clone there (the `origin` that pods and the GitHub emulator use) and push both branches.
@@ -121,7 +122,7 @@ def make_sample_repo(path: str | os.PathLike, hubs: int = 4, bare: str | os.Path
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "-b", "staging")
-    write_files(root, sample_files(hubs))
+    write_files(root, sample_files(hubs, registry))
     commit(root, "Initial fleet")
     git(root, "branch", "prod")
     if bare:

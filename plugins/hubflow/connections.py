@@ -12,3 +12,8 @@ def ledger_url(conn_id: str) -> str:
     conn = Connection.get(conn_id)
     url = conn.extra_dejson.get("url") or conn.get_uri()
     return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+
+
+def github_token(conn_id: str) -> str | None:
+    """The token of the GitHub connection (its password), for git over HTTPS; None when it has none."""
+    return Connection.get(conn_id).password or None

@@ -100,3 +100,93 @@ def gate(settings: Settings, env: Environment, target: Target, ledger: Ledger,
 def plan(settings: Settings, repo: Repo, target: Target) -> Plan:
     return make_plan(repo, target.base, target.revision, settings.repository.fleet_file,
                      [e.name for e in settings.environments])
+
+
+# ---------------------------------------------------------------- after the pods: what happened, in words
+
+
+def _stage(states: dict[str, str], task: str) -> dict[str, str]:
+    """States of one task's instances: `task` when it never expanded, `task_<i>` per mapped instance."""
+    return {k: v for k, v in states.items() if k == task or k.startswith(f"{task}_")}
+
+
+def _index(key: str) -> int | None:
+    tail = key.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def conclude(env: Environment, target: dict, planned: dict, states: dict[str, str], deployed: list[dict | None],
+             verified: list[dict | None]) -> dict:
+    """Success only when every planned hub was upgraded and verified; otherwise the first stage that failed."""
+    hubs = planned["hubs"]
+    releases = [{"hub": hub, "upgraded": bool(d), "previous_revision": (d or {}).get("previous_revision"),
+                 "revision": (d or {}).get("revision"), "status": (d or {}).get("status")}
+                for hub, d in zip(hubs, deployed)]
+    verification = {hub: v for hub, v in zip(hubs, verified) if v}
+    failed_builds = [planned["build"][i]["labels"].get("hubflow.io/image", f"#{i}")
+                     for k, s in _stage(states, "build").items() if s == "failed" and (i := _index(k)) is not None]
+    failed_deploys = [hubs[i] for k, s in _stage(states, "deploy").items()
+                      if s == "failed" and (i := _index(k)) is not None]
+    failed_checks = {hub: [c for c in v["checks"] if c["status"] == "failed"]
+                     for hub, v in verification.items() if not v["ok"]}
+    rev = target["revision"][:12]
+    if failed_builds:
+        stage, detail = "build", f"the build of image(s) {', '.join(failed_builds)} failed; nothing was deployed"
+    elif failed_deploys:
+        stage, detail = "deploy", f"the helm upgrade of hub(s) {', '.join(failed_deploys)} failed"
+    elif failed_checks:
+        stage = "verify"
+        detail = "verification failed: " + "; ".join(
+            f"hub {hub}: " + ", ".join(f"{c['name']}: {c['detail']}" for c in checks)
+            for hub, checks in failed_checks.items())
+    elif any(not r["upgraded"] for r in releases) or len(verification) < len(hubs):
+        stage = "deploy" if any(not r["upgraded"] for r in releases) else "verify"
+        missing = [r["hub"] for r in releases if not r["upgraded"]] or [h for h in hubs if h not in verification]
+        detail = f"hub(s) {', '.join(missing)} did not finish the {stage} step (task killed or skipped)"
+    else:
+        stage = None
+        detail = f"{rev} deployed and verified on {len(hubs)} hub(s) in {env.name}" if hubs else \
+            f"{rev} changes no hub in {env.name}: nothing to deploy"
+    return {"outcome": "success" if stage is None else "failed", "stage": stage, "detail": detail,
+            "releases": releases, "verification": verification}
+
+
+def failure_comment(env: str, revision: str, outcome: dict, note: str, links: dict[str, str]) -> str:
+    """The comment left on each PR of a failed range."""
+    rolled = [r["hub"] for r in outcome["releases"] if r["upgraded"] and r["previous_revision"]]
+    lines = [f"**hubflow: `{revision[:12]}` failed on {env}** at the {outcome['stage']} step.", "",
+             outcome["detail"], "",
+             f"- rolled back: {', '.join(rolled) if rolled else 'nothing (no hub was left upgraded)'}",
+             f"- the revision is held: it will not be deployed again or promoted until the hold is cleared",
+             f"- {note}"]
+    lines += [f"- [{name}]({url})" for name, url in links.items()]
+    return "\n".join(lines) + "\n"
+
+
+def final_line(env: str, target: dict, outcome: dict, aftermath: dict | None) -> str:
+    """One line for the end of the log, the ledger and Slack: what happened and what runs in `env` now."""
+    rev = target["revision"][:12]
+    if outcome["outcome"] == "success":
+        return f"{env}: {outcome['detail']}; {env} now runs {rev}"
+    rolled = [r["hub"] for r in outcome["releases"] if r["upgraded"] and r["previous_revision"]]
+    back = (f"hub(s) {', '.join(rolled)} rolled back to their previous helm revisions" if rolled
+            else "no hub was left upgraded")
+    base = target["base"][:12] if target.get("base") else "nothing (first deploy)"
+    return (f"{env}: {rev} FAILED at {outcome['stage']}: {outcome['detail']}; {back}; {rev} is held; "
+            f"{(aftermath or {}).get('note', 'no revert was made')}; {env} runs {base} again")
+
+
+def failed_task_line(task_id: str, map_index: int, error: str) -> str:
+    """The last line of a failed task's log: what failed and what state the environment is left in."""
+    which = f"{task_id}[{map_index}]" if map_index is not None and map_index >= 0 else task_id
+    after = {
+        "resolve": "nothing was touched",
+        "gate": "nothing was touched; the refusal is in the ledger and the commit status",
+        "plan": "nothing was touched",
+        "build": "nothing was deployed; the failure path holds and reverts the revision",
+        "deploy": "helm --atomic returned this release to its previous revision; the failure path rolls back "
+                  "the other upgraded hubs, holds and reverts the revision",
+        "verify": "the failure path rolls back every upgraded hub, holds and reverts the revision",
+        "rollback": "this release may still run the failed revision: check `helm history` and roll back by hand",
+    }.get(task_id, "see the run's final `record` task for the state of the environment")
+    return f"hubflow: {which} failed ({error.strip().splitlines()[-1] if error.strip() else 'no message'}); {after}"

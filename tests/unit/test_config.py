@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from hubflow import config
-from sandbox.sample_repo import FLEET, sample_files
+from sandbox.sample_repo import sample_files
+
+FLEET = sample_files()["hubflow-fleet.yaml"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
