@@ -148,3 +148,39 @@ def test_failure_surfaces_the_pods_last_log_lines_deferrable(emulator, settings,
     assert dag_run.state == "failed"
     assert "Error: release has no 6 version" in out
     assert not emulator.calls("DELETE")  # kept for debugging
+
+
+def permissions(requests):
+    """(resource, verb) pairs that the recorded API requests need, as the API server's authorizer names them."""
+    out = set()
+    for r in requests:
+        m = re.fullmatch(r"/api/v1/namespaces/[^/]+/(pods|events)(/[^/]+)?(/log|/exec)?", r.path)
+        assert m, r.path
+        resource = m[1] + (m[3] or "")
+        watch = r.query.get("watch", ["false"])[-1].lower() == "true"
+        verb = {"POST": "create", "PATCH": "patch", "DELETE": "delete"}.get(r.method) or (
+            "watch" if watch else "get" if m[2] else "list")
+        out.add((resource, verb))
+    return out
+
+
+def launcher_role():
+    from pathlib import Path
+
+    import yaml
+
+    docs = yaml.safe_load_all((Path(__file__).parents[2] / "include" / "k8s" / "hubflow-namespace.yaml").read_text())
+    role = next(d for d in docs if d["kind"] == "Role")
+    return {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_the_launcher_role_allows_every_request_the_operator_made(status_run, emulator, settings):
+    """include/k8s/hubflow-namespace.yaml against what the operator really asked for, sync and deferrable."""
+    from hubflow import pods
+
+    _, _, _, sync_requests = status_run
+    emulator.script({"hubflow.io/kind": "status"}, start_delay=0.5, xcom={})
+    run("status", [pods.helm_status_pod(settings, settings.environment("staging"), "datahub")], deferrable=True)
+    needed = permissions(sync_requests) | permissions(emulator.requests)
+    assert {("pods", "create"), ("pods/log", "get"), ("pods/exec", "get")} <= needed
+    assert needed <= launcher_role(), needed - launcher_role()
