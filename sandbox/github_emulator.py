@@ -364,7 +364,8 @@ class GitHubEmulator:
             sha = self._commit(tree, [base, head], message, merger)
         elif method == "squash":
             title = body.get("commit_title") or f"{pr['title']} (#{n})"
-            squashed = "".join(f"* {c['commit']['message'].splitlines()[0]}\n" for c in self._commits(f"{base}..{head}"))
+            squashed = "".join(f"* {c['commit']['message'].splitlines()[0]}\n"
+                               for c in self._commits(f"{base}..{head}"))
             sha = self._commit(tree, [base], f"{title}\n\n{body.get('commit_message') or squashed}", pr["author"])
         else:
             raise HttpError(422, f"merge_method {method!r} is not supported by the emulator")

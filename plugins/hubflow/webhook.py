@@ -56,7 +56,8 @@ class Relay:
     def __init__(self, settings: Settings, secret: str, api_url: str, token: str | None = None,
                  username: str | None = None, password: str | None = None, timeout: float = 10.0):
         if not secret:
-            raise HubflowError("the webhook secret is empty: set HUBFLOW_WEBHOOK_SECRET to the secret GitHub signs with")
+            raise HubflowError("the webhook secret is empty: set HUBFLOW_WEBHOOK_SECRET to the secret GitHub "
+                               "signs with")
         if not token and not (username and password):
             raise HubflowError("no Airflow credentials: set AIRFLOW_API_TOKEN, or AIRFLOW_API_USERNAME and "
                                "AIRFLOW_API_PASSWORD")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hubflow.github import GitHub, GitHubError
+from hubflow.github import GitHubError
 from hubflow.revert import RevertConflict
-from tests.github.conftest import make_client
 
 TITLE = ("Add $(touch PWNED) `touch PWNED` ; rm -rf ./x && echo \"hi\" 'q' | tee PWNED > PWNED < /dev/null\n"
          "second line {{ 7*7 }} {% if 1 %}x{% endif %} ${HOME} %(x)s ✓ ünïcödé 🚀")
@@ -43,9 +42,8 @@ def test_hostile_titles_branches_and_messages_pass_through_untouched(gh, emulato
 
     result = gh.revert("staging", good, sha, reason=TITLE)
     message = emulator._git("log", "-n1", "--format=%B", emulator.head(result.branch))
-    assert message.startswith(f'Revert "{TITLE}" on staging\n') and message.count(TITLE) == 3
+    assert message.startswith(f'Revert "{TITLE}" on staging\n') and message.count(TITLE) == 3  # {{ 7*7 }} kept
     assert TITLE in emulator.pulls[result.pull.number]["body"]
-    assert "49" not in message  # no template engine saw it
     assert no_pwned(tmp_path)
 
 
@@ -62,10 +60,9 @@ def recorded_argv(monkeypatch):
     return argvs
 
 
-def test_the_token_reaches_github_and_git_but_no_log_line_argv_or_error(settings, emulator, caplog, capfd,
+def test_the_token_reaches_github_and_git_but_no_log_line_argv_or_error(gh, emulator, caplog, capfd,
                                                                        recorded_argv):
     caplog.set_level(logging.DEBUG)  # PyGithub logs every request and response at DEBUG
-    gh = GitHub(settings, make_client(emulator), sleep=lambda s: None)
     good = emulator.head("staging")
     a = emulator.merge_feature("A", {PRIMARY: "a\n"})
     gh.set_status("staging", a["merge_commit_sha"], "success", "http://airflow/run/1", "verified")
