@@ -203,20 +203,20 @@ class GitHub:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn` (one whole operation, lookups included) with retries; failures name `what`."""
-        waited = 0.0
-        for attempt in range(1, self.attempts + 1):
+        attempt, waited = 0, 0.0
+        while True:
+            attempt += 1
             try:
                 return fn()
             except (GithubException, requests.RequestException) as exc:
                 wait = retry_wait(exc, attempt, self.clock())
-                if wait is None or attempt == self.attempts or waited + wait > self.max_wait:
+                if wait is None or attempt >= self.attempts or waited + wait > self.max_wait:
                     hint = "" if wait is None else f" (gave up after {attempt} attempts, {waited:.0f}s of waiting)"
                     raise GitHubError(f"{what} in {self.repository}: {describe(exc)}{hint}") from None
                 log.warning("%s: %s; trying again in %.1fs (attempt %d of %d)", what, describe(exc), wait,
                             attempt + 1, self.attempts)
                 self.sleep(wait)
                 waited += wait
-        raise AssertionError("unreachable")
 
     def _find_pull(self, head: str, base: str, state: str = "open") -> PullRequest | None:
         return next(iter(self.repo.get_pulls(state=state, head=f"{self.owner}:{head}", base=base)), None)

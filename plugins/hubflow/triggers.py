@@ -28,6 +28,7 @@ import requests
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from github import GithubException
 
+from hubflow.config import Settings
 from hubflow.github import GitHubError, Head, describe, open_client, poll_head, retry_wait
 
 STATE_KEY = "head"
@@ -42,6 +43,14 @@ class BranchHeadTrigger(BaseEventTrigger):
         super().__init__()
         self.env, self.branch, self.repository = env, branch, repository
         self.github_conn_id, self.poll_interval = github_conn_id, float(poll_interval)
+
+    @classmethod
+    def for_environment(cls, settings: Settings, env: str) -> "BranchHeadTrigger":
+        """The trigger for an AssetWatcher on `env`'s branch, as the settings configure it."""
+        environment = settings.environment(env)
+        return cls(env=environment.name, branch=environment.branch, repository=settings.repository.github,
+                   github_conn_id=settings.repository.github_conn_id,
+                   poll_interval=settings.schedules.poll_interval_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("hubflow.triggers.BranchHeadTrigger",
