@@ -103,13 +103,15 @@ def open_client(conn_id: str, timeout: int = 30) -> Github:
     """A PyGithub client from the Airflow GitHub connection (token or GitHub App, host for GHE or the emulator).
 
     The provider's hook reads the connection and builds the auth; the client is rebuilt with hubflow's settings:
-    lazy objects (fewer requests), no urllib3 retry (ours retries whole operations), a request timeout.
+    lazy objects (fewer requests), no urllib3 retry (ours retries whole operations), a request timeout, and no
+    client-side throttling: a deploy makes a handful of writes, far below GitHub's secondary limits, and a
+    secondary limit that does answer 403/429 is waited out by `GitHub.call`.
     """
     from airflow.providers.github.hooks.github import GithubHook
 
     requester = GithubHook(github_conn_id=conn_id).get_conn().requester
     return Github(auth=requester.auth, base_url=requester.base_url, timeout=timeout, retry=None, lazy=True,
-                  per_page=100, seconds_between_requests=None)
+                  per_page=100, seconds_between_requests=None, seconds_between_writes=None)
 
 
 def poll_head(client: Github, repository: str, branch: str, known: Head | None = None) -> Head:
