@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hubflow.github import GitHubError, NotMergeable
+from hubflow.github import GitHub, GitHubError, NotMergeable
 
 PULLS = "/repos/datahub/datahub/pulls"
 
@@ -191,3 +191,15 @@ def test_a_conflicting_pr_is_not_merged(gh, emulator):
     with pytest.raises(NotMergeable, match="not mergeable: GitHub says 'dirty'"):
         gh.merge(pull.number)
     assert emulator.head("prod") == prod and emulator.requests_to("PUT", "*/merge") == []
+
+
+def test_connect_builds_the_client_from_the_airflow_connection(settings, github_conn, emulator):
+    conn_settings = settings.model_copy(update={
+        "repository": settings.repository.model_copy(update={"github_conn_id": github_conn})})
+    gh = GitHub.connect(conn_settings)
+    assert gh.branch_head("prod") == emulator.head("prod")
+    assert emulator.requests[-1].headers["authorization"] == f"token {emulator.token}"
+    emulator.fail("GET", "*/commits/*", status=502)  # PyGithub's own retry is off: ours waits and counts
+    waits = []
+    assert GitHub.connect(conn_settings, sleep=waits.append).branch_head("prod") == emulator.head("prod")
+    assert waits == [1.0]
