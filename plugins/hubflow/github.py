@@ -148,8 +148,7 @@ def retry_wait(exc: BaseException, attempt: int, now: float) -> float | None:
             return float(headers["retry-after"])
         if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
             return max(float(headers["x-ratelimit-reset"]) - now, 0.0) + 1.0
-        message = str((exc.data or {}).get("message", "") if isinstance(exc.data, dict) else "").lower()
-        if exc.status == 429 or "rate limit" in message:
+        if exc.status == 429 or "rate limit" in describe(exc).lower():
             return 60.0  # a secondary rate limit without a hint: GitHub asks for at least a minute
         return None  # a plain 403: permissions, not load
     if exc.status >= 500:

@@ -203,3 +203,10 @@ def test_connect_builds_the_client_from_the_airflow_connection(settings, github_
     waits = []
     assert GitHub.connect(conn_settings, sleep=waits.append).branch_head("prod") == emulator.head("prod")
     assert waits == [1.0]
+
+
+def test_a_403_without_rate_limit_is_a_permission_problem_and_not_retried(gh, emulator, sleeps):
+    emulator.fail("POST", "*/statuses/*", status=403, message="Resource not accessible by integration")
+    with pytest.raises(GitHubError, match="set status hubflow/staging=success .*403: Resource not accessible"):
+        gh.set_status("staging", emulator.head("staging"), "success", None, "ok")
+    assert sleeps == [] and emulator.statuses == {}
