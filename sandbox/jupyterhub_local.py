@@ -5,7 +5,7 @@ packages), sqlite, configurable-http-proxy from node_modules, and a service `hub
 scopes a verification needs. `fail_spawns()` makes every spawn fail (the spawn raises, as a spawner that
 cannot create the server does) until the block ends, so one hub serves the whole session.
 
-    python -m sandbox.jupyterhub_local      # start, print the URL and the token, stop on Ctrl-C
+    python -m sandbox.jupyterhub_local      # start, print the URL and the token; stop with Ctrl-C or SIGTERM
 """
 from __future__ import annotations
 
@@ -169,10 +169,12 @@ class LocalHub:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the hub on SIGTERM as on Ctrl-C
     hub = LocalHub().start()
     print(f"JupyterHub {hub.url}  (dir {hub.dir})\nexport HUBFLOW_SMOKE_TOKEN={hub.token}", flush=True)
     try:
-        signal.pause()
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
         pass
     finally:

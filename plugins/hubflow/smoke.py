@@ -203,6 +203,7 @@ class _Run:
             try:
                 r = session.request(method, url, timeout=(min(5, left), min(read, left)), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                self.remaining(what)  # a request cut short by the deadline is reported as the timeout it is
                 problem = f"{method} {_path(url)}: {_describe(exc)}"
             else:
                 if r.status_code in ok:
@@ -220,7 +221,7 @@ class _Run:
     # -- the checks
 
     def health(self) -> str:
-        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=5)
+        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=3)
         return "GET /hub/health: 200"
 
     def api(self) -> str:

@@ -46,7 +46,9 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
                fleet: Fleet | None = None) -> dict:
     """Verify `hub` in `environment` after deploying `head` over `base` (nightly: base == head, the always-check list).
 
-    `fleet` is the fleet at head when the caller has it (plan.fleet); otherwise it is read from git.
+    `fleet` is the fleet at head when the caller has it (plan.fleet); otherwise it is read from git. The checks get
+    min(hub smoke.timeout_seconds, settings timeouts.smoke_seconds); cleanup may take smoke.CLEANUP_SECONDS more, so
+    a task execution_timeout should leave that room.
     """
     env = settings.environment(environment)
     if fleet is None:
@@ -57,8 +59,9 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
     smoke = fleet.hub(hub).smoke or Smoke()
     notebook = read_notebook(repo, head, smoke.notebook) if smoke.notebook else None
     url = env.url_for(hub)
+    timeout = min(smoke.timeout_seconds, settings.timeouts.smoke_seconds)  # the hub's limit, capped by the operator's
     log.info("verifying hub %s in %s at %s (%s), limit %ss; packages: %s", hub, environment, head[:12], url,
-             smoke.timeout_seconds, ", ".join(map(str, packages)) or "none")
+             timeout, ", ".join(map(str, packages)) or "none")
 
     def report(check: Check) -> None:
         if check.status == "running":
@@ -66,7 +69,7 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
         else:
             (log.warning if check.status == "failed" else log.info)("%s", format_check(check))
 
-    result = verify(url, smoke_token(env.smoke_token_conn_id), packages, notebook, smoke.timeout_seconds, report)
+    result = verify(url, smoke_token(env.smoke_token_conn_id), packages, notebook, timeout, report)
     log.info("hub %s in %s: %s in %.1fs", hub, environment, "verified" if result.ok else "FAILED", result.seconds)
     return dict(result.to_dict(), hub=hub, environment=environment, revision=head,
                 packages=[str(p) for p in packages], notebook=smoke.notebook)

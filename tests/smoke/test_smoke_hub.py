@@ -130,6 +130,16 @@ def test_spawn_failure_fails_with_the_hubs_reason_and_removes_the_user(clean_hub
     assert result.user not in clean_hub.user_names()
 
 
+def test_the_time_limit_bounds_the_verification_and_a_pending_spawn_is_cleaned_up(clean_hub):
+    t = time.monotonic()
+    result = verify(clean_hub.url, clean_hub.token, [parse_package("requests")], timeout=2)
+    assert statuses(result)["server"] == "failed"
+    assert detail(result, "server").startswith("timed out after 2s (limit 2s) while starting the server")
+    assert statuses(result)["cleanup"] == "passed"
+    assert time.monotonic() - t < 2 + 15  # cleanup of a pending spawn: the hub cancels it, then stops the server
+    assert result.user not in clean_hub.user_names()
+
+
 def test_leftovers_of_a_crashed_run_are_removed_and_a_running_one_is_kept(failing_run, hub):
     assert detail(failing_run, "leftovers") == f"removed 1: {CRASHED}"
     users = hub.user_names()
