@@ -31,7 +31,7 @@ def created(emulator, labels):
 
 @pytest.fixture(scope="module")
 def status_run(_emulator, settings):
-    """Sync status pods: a success with XCom, a failure, a pod that never schedules, and a hostile hub name."""
+    """Sync status pods: a success with XCom, a failure, and a hostile hub name."""
     from hubflow import pods
 
     _emulator.reset()
@@ -40,10 +40,9 @@ def status_run(_emulator, settings):
                      xcom={"release": "datahub-staging", "revision": 4, "status": "deployed"})
     _emulator.script({"hubflow.io/hub": "data8"}, exit_code=1,
                      logs=["checking release data8-staging", "Error: cannot reach the cluster: i/o timeout"])
-    _emulator.script({"hubflow.io/hub": "biology"}, never_scheduled=True)
     _emulator.script({"hubflow.io/kind": "status", "hubflow.io/hub": pods.label_value(HOSTILE_HUB)},
                      xcom={"ok": True})
-    hubs = ["datahub", "data8", "biology", HOSTILE_HUB]
+    hubs = ["datahub", "data8", HOSTILE_HUB]
     dag_run = run("status", [pods.helm_status_pod(settings, env, h) for h in hubs])
     return dag_run, airflow_support.task_instances(dag_run), list(_emulator.created), list(_emulator.requests)
 
@@ -66,17 +65,23 @@ def test_a_failing_pod_fails_its_task_and_is_kept_for_debugging(status_run):
     assert succeeded in deleted and failed not in deleted
 
 
-def test_a_pod_that_never_schedules_fails_within_the_startup_timeout(status_run, settings):
-    _, tis, _, _ = status_run
-    ti = tis[("pod", 2)]
+def test_a_pod_that_never_schedules_fails_within_the_startup_timeout_saying_why(emulator, settings, capfd):
+    from hubflow import pods
+
+    emulator.script({}, never_scheduled=True)
+    dag_run = run("status", [pods.helm_status_pod(settings, settings.environment("staging"), "biology")])
+    out = capfd.readouterr().out
+    ti = airflow_support.task_instances(dag_run)[("pod", 0)]
     assert ti.state == "failed"
     # pod_startup_seconds is 3 in the test settings; allow for Airflow's own start-up on a busy machine
     assert (ti.end_date - ti.start_date).total_seconds() < settings.timeouts.pod_startup_seconds + 20
+    assert "Pod took too long to be scheduled on the cluster, giving up. More than 3s" in out
+    assert "FailedScheduling - 0/3 nodes are available: 3 Insufficient cpu." in out
 
 
 def test_pods_carry_the_service_account_resources_and_sanitised_labels(status_run, settings):
     _, _, pods_created, _ = status_run
-    assert len(pods_created) == 4
+    assert len(pods_created) == 3
     for pod in pods_created:
         spec = pod["spec"]
         assert spec["serviceAccountName"] == "deployer-staging"
@@ -92,7 +97,7 @@ def test_pods_carry_the_service_account_resources_and_sanitised_labels(status_ru
 def test_user_strings_reach_the_pod_verbatim_and_are_never_rendered_as_templates(status_run):
     """Airflow 3.3 renders values that come through expand_kwargs: HubflowPodOperator must render none of them."""
     _, tis, pods_created, _ = status_run
-    assert tis[("pod", 3)].state == "success"
+    assert tis[("pod", 2)].state == "success"
     pod = next(p for p in pods_created if "{{ 7 * 7 }}" in " ".join(p["spec"]["containers"][0]["args"]))
     args = pod["spec"]["containers"][0]["args"]
     assert args[:3] == ["status", "--release", f"{HOSTILE_HUB}-staging"]
