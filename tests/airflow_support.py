@@ -12,11 +12,13 @@ its own dags folder to `run_dag`; the home and its database are shared by the wh
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,6 @@ SETTINGS = {
     "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-    "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* hubflow.*",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "False",
 }
@@ -43,6 +44,7 @@ def setup_environment() -> Path:
         raise RuntimeError("airflow was imported before tests.airflow_support.setup_environment(); "
                            "call it at the top of the conftest.py that runs first")
     home = tempfile.mkdtemp(prefix="hubflow-airflow-")
+    atexit.register(shutil.rmtree, home, True)
     os.environ[_HOME_VAR] = home
     os.environ["AIRFLOW_HOME"] = home
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db"
@@ -53,16 +55,27 @@ def setup_environment() -> Path:
 
 
 def migrate() -> None:
-    """Create the metadata database once per process (in a subprocess: it is slow and noisy in-process)."""
+    """Create the metadata database once per process.
+
+    `airflow db migrate` takes ~12 s, so a pristine migrated database is kept in the temp folder per Airflow version
+    and copied; the first process to need it migrates (in a subprocess: it is slow and noisy in-process).
+    """
     global _migrated
     if _migrated:
         return
     home = setup_environment()
-    airflow = Path(sys.executable).with_name("airflow")
-    cmd = [str(airflow)] if airflow.exists() else [sys.executable, "-m", "airflow"]
-    proc = subprocess.run([*cmd, "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed in {home}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    template = Path(tempfile.gettempdir()) / f"hubflow-airflow-{metadata.version('apache-airflow')}.db"
+    if not template.exists():
+        airflow = Path(sys.executable).with_name("airflow")
+        cmd = [str(airflow)] if airflow.exists() else [sys.executable, "-m", "airflow"]
+        proc = subprocess.run([*cmd, "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed in {home}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        partial = template.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(home / "airflow.db", partial)
+        os.replace(partial, template)  # atomic: a concurrent process sees the whole file or none
+    else:
+        shutil.copyfile(template, home / "airflow.db")
     _migrated = True
 
 
@@ -113,19 +126,3 @@ def xcom(dag_run, task_id: str, map_index: int = -1, key: str = "return_value") 
         row = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id,
                                                  map_index=map_index, key=key).one_or_none()
         return None if row is None else XComModel.deserialize_value(row)
-
-
-def task_log(dag_run, task_id: str, map_index: int = -1) -> str:
-    """Everything the task wrote to its log files (all tries)."""
-    home = Path(os.environ["AIRFLOW_HOME"])
-    base = home / "logs" / f"dag_id={dag_run.dag_id}" / f"run_id={dag_run.run_id}" / f"task_id={task_id}"
-    if map_index >= 0:
-        base = base / f"map_index={map_index}"
-    files = sorted(base.glob("attempt=*.log")) if base.exists() else []
-    return "\n".join(f.read_text(errors="replace") for f in files)
-
-
-def cleanup() -> None:
-    home = os.environ.get(_HOME_VAR)
-    if home:
-        shutil.rmtree(home, ignore_errors=True)
