@@ -19,6 +19,7 @@ import hashlib
 import io
 import posixpath
 import re
+from datetime import timedelta
 from typing import Any, Literal
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -116,8 +117,8 @@ def _secret_env(name: str, secret: str, key: str) -> k8s.V1EnvVar:
         secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
 
 
-def _restricted(uid: int | None = 1000) -> k8s.V1SecurityContext:
-    return k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True, run_as_user=uid,
+def _restricted() -> k8s.V1SecurityContext:
+    return k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True, run_as_user=1000,
                                  capabilities=k8s.V1Capabilities(drop=["ALL"]))
 
 
@@ -133,10 +134,11 @@ def partial_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str
     if kind not in KINDS:
         raise PodSpecError(f"unknown pod kind {kind!r}; known: {list(KINDS)}")
     p = settings.pods
-    from datetime import timedelta
-
     deadline = pod_seconds(settings, kind)
+    subject = "image" if kind == "build" else "hub"
     common: dict[str, Any] = dict(
+        # the UI names each mapped pod after its hub or image (a sanitised label: its output is not re-rendered)
+        map_index_template=f"{{{{ task.labels['{LABEL}{subject}'] }}}}",
         kubernetes_conn_id=env.kubernetes_conn_id,
         namespace=p.namespace,
         service_account_name=env.service_account,

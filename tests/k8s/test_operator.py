@@ -52,6 +52,7 @@ def test_a_succeeding_pod_returns_its_xcom(status_run):
     assert tis[("pod", 0)].state == "success"
     assert airflow_support.xcom(dag_run, "pod", 0) == {"release": "datahub-staging", "revision": 4,
                                                        "status": "deployed"}
+    assert tis[("pod", 0)].rendered_map_index == "datahub"  # the UI names mapped pods after their hub
 
 
 def test_a_failing_pod_fails_its_task_and_is_kept_for_debugging(status_run):
