@@ -41,6 +41,7 @@ import yaml
 
 SIDECAR = "airflow-xcom-sidecar"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
+UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient cpu."
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -146,8 +147,7 @@ class _Pod:
             status["phase"] = "Pending"
             scheduled = not self.outcome.never_scheduled
             status["conditions"] = [{"type": "PodScheduled", "status": "True" if scheduled else "False",
-                                     **({} if scheduled else {"reason": "Unschedulable",
-                                                             "message": "0/3 nodes are available: 3 Insufficient cpu."})}]
+                                     **({} if scheduled else {"reason": "Unschedulable", "message": UNSCHEDULABLE})}]
             if scheduled:
                 status["containerStatuses"] = [self._status(c, waiting=True) for c in self.containers()]
             pod["status"] = status
@@ -188,7 +188,7 @@ class _Pod:
     def events(self) -> list[dict]:
         ns = self.body["metadata"].get("namespace", "default")
         out = [("Normal", "Scheduled", "Successfully assigned to emulated-node")] if not self.outcome.never_scheduled \
-            else [("Warning", "FailedScheduling", "0/3 nodes are available: 3 Insufficient cpu.")]
+            else [("Warning", "FailedScheduling", UNSCHEDULABLE)]
         if self.started_at() is not None:
             out += [("Normal", "Pulled", "Container image already present on machine"),
                     ("Normal", "Started", "Started container base")]

@@ -1,4 +1,4 @@
-"""Run real Airflow in tests: one temporary AIRFLOW_HOME per test process, migrated once, and dag.test over a dags folder.
+"""Real Airflow in tests: a temporary AIRFLOW_HOME per test process, migrated once, and dag.test over a dags folder.
 
 Airflow reads AIRFLOW_HOME and its database URL when it is first imported, so `setup_environment()` must run before
 anything imports airflow: call it at the top of a conftest.py (it is idempotent and cheap). Each test folder passes

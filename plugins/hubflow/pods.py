@@ -27,7 +27,7 @@ from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
 from hubflow.config import Environment, Resources, Settings
 from hubflow.errors import HubflowError
 from hubflow.git import Repo
-from hubflow.plan import Plan, make_plan
+from hubflow.plan import Plan, PlanError, make_plan
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
@@ -43,11 +43,14 @@ BUILDER_HOME = "/home/user"
 STARTUP_MARGIN_SECONDS = 600  # clone, chart dependencies and image pulls before helm's own timeout starts
 
 # A fixed script: the repository URL, revision and target folder arrive as positional parameters ($1 $2 $3), never
-# inside the script text. The token is read from the environment by git's credential helper, so it is in no argv.
+# inside the script text, and after `--`, so none can be read as an option. The token is read from the environment
+# by git's credential helper, so it is in no argv.
 CLONE_SCRIPT = """set -eu
 git init -q "$3"
 cd "$3"
-git -c 'credential.helper=!f() { test "$1" = get && test -n "${GIT_TOKEN:-}" && printf "username=x-access-token\\npassword=%s\\n" "$GIT_TOKEN"; }; f' fetch -q --depth 1 "$1" "$2"
+helper='!f() { test "$1" = get && test -n "${GIT_TOKEN:-}" &&
+  printf "username=x-access-token\\npassword=%s\\n" "$GIT_TOKEN"; }; f'
+git -c "credential.helper=$helper" fetch -q --depth 1 -- "$1" "$2"
 git -c advice.detachedHead=false checkout -q FETCH_HEAD
 echo "checked out $(git rev-parse HEAD)"
 """
@@ -110,11 +113,6 @@ def _check(pattern: re.Pattern, value: str, what: str) -> str:
 def _resources(r: Resources) -> k8s.V1ResourceRequirements:
     return k8s.V1ResourceRequirements(requests={"cpu": r.cpu, "memory": r.memory},
                                       limits={"cpu": r.cpu_limit, "memory": r.memory_limit})
-
-
-def _secret_env(name: str, secret: str, key: str) -> k8s.V1EnvVar:
-    return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(
-        secret_key_ref=k8s.V1SecretKeySelector(name=secret, key=key)))
 
 
 def _restricted() -> k8s.V1SecurityContext:
@@ -269,7 +267,8 @@ def helm_upgrade_pod(settings: Settings, env: Environment, plan: Plan, hub_name:
     for ref in hub.images or []:
         image = plan.image(ref.name)
         where = _check(_VALUES_PATH, ref.values_path, f"hub {hub.name}: values_path")
-        args += ["--set-string", f"{where}.name={_check(_REPOSITORY, image.repository, f'image {image.name}: repository')}",
+        repository = _check(_REPOSITORY, image.repository, f"image {image.name}: repository")
+        args += ["--set-string", f"{where}.name={repository}",
                  "--set-string", f"{where}.tag={_check(_TAG, image.tag, f'image {image.name}: tag')}"]
     if settings.pods.recover_pending:
         args.append("--recover-pending")
@@ -310,11 +309,14 @@ def _fleet(plan: Plan):
     return plan.fleet
 
 
-def cache_tags(repo: Repo, plan: Plan, fleet_file: str, environments: list[str]) -> dict[str, str]:
+def previous_tags(repo: Repo, plan: Plan, fleet_file: str, environments: list[str]) -> dict[str, str]:
     """Each image's tag at the plan's base, where it differs: the build seeds its layer cache from it."""
     if not plan.base:
         return {}
-    before = {i.name: i.tag for i in make_plan(repo, None, plan.base, fleet_file, environments).images}
+    try:
+        before = {i.name: i.tag for i in make_plan(repo, None, plan.base, fleet_file, environments).images}
+    except PlanError:  # no fleet at the base: nothing to seed from
+        return {}
     return {i.name: before[i.name] for i in plan.images if before.get(i.name) not in (None, i.tag)}
 
 

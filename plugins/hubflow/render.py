@@ -37,7 +37,7 @@ def render_deploy(settings: Settings, env_name: str, repo: Repo, head: str,
     envs = [e.name for e in settings.environments]
     plan = make_plan(repo, base, head, settings.repository.fleet_file, envs)
     per_kind = pods.deploy_pods(settings, env, plan,
-                                cache_tags=pods.cache_tags(repo, plan, settings.repository.fleet_file, envs))
+                                cache_tags=pods.previous_tags(repo, plan, settings.repository.fleet_file, envs))
     reasons = {("build", i.name): f"build image {i.name} as {i.ref} (skipped if the registry has it): {i.reason}"
                for i in plan.images}
     reasons |= {("upgrade", h.name): f"upgrade hub {h.name} in {env.name}: {h.reason}" for h in plan.hubs}

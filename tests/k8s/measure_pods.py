@@ -41,8 +41,8 @@ def main(n: int = 5) -> None:
         dag_run = airflow_support.run_dag(DAGS, f"k8s_status_{mode}", conf={"pods": per_pod})
         tis = [ti for (task, _), ti in airflow_support.task_instances(dag_run).items() if task == "pod"]
         seconds = [(ti.end_date - ti.start_date).total_seconds() for ti in tis]
-        calls = Counter(f"{r.method} {r.path.split('/')[-1] if r.path.endswith(('log', 'exec')) else r.path.split('/')[5]}"
-                        f"{' watch' if r.query.get('watch') else ''}" for r in emu.requests)
+        calls = Counter(f"{r.method} {'/'.join(r.path.split('/')[5::2])}{' watch' if r.query.get('watch') else ''}"
+                        for r in emu.requests)
         print(f"{mode:<10} {dag_run.state}: {n} pods, per pod mean {statistics.mean(seconds):.2f}s "
               f"min {min(seconds):.2f}s max {max(seconds):.2f}s; requests per pod: "
               + ", ".join(f"{k} x{v / n:g}" for k, v in sorted(calls.items())))

@@ -176,3 +176,38 @@ def test_clone_script_treats_a_hostile_revision_as_data(pods, settings, sample, 
                           text=True, env=dict(os.environ, HOME=str(tmp_path)))
     assert proc.returncode != 0
     assert not marker.exists()
+
+
+def test_clone_script_answers_an_auth_challenge_with_the_token_from_its_environment(pods, settings, tmp_path):
+    """Git asks the credential helper only after a 401: a stand-in server records what comes back."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(401 if len(seen) == 1 else 404)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        command = pods.clone_container(settings, "a" * 40)["command"]
+        url = f"http://127.0.0.1:{server.server_address[1]}/datahub.git"
+        env = dict(os.environ, GIT_TOKEN="tok-from-secret", HOME=str(tmp_path), GIT_TERMINAL_PROMPT="0")
+        proc = subprocess.run([*command[:4], url, "a" * 40, str(tmp_path / "repo")], capture_output=True, text=True,
+                              env=env, timeout=60)
+    finally:
+        server.shutdown()
+    assert proc.returncode != 0  # the stand-in serves no repository
+    assert seen[0] is None
+    assert seen[1] == "Basic " + base64.b64encode(b"x-access-token:tok-from-secret").decode()
+    assert "tok-from-secret" not in proc.stdout + proc.stderr
