@@ -5,6 +5,8 @@ nothing else (no network, no subprocess, no connection lookups), and its cost do
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
 from airflow.task.trigger_rule import TriggerRule
@@ -26,6 +28,9 @@ Runs when `{branch}` moves (or by hand / REST API with `{{"revision": sha}}`; th
    any failure -> **rollback** (pods) + **fail** (hold, revert, status, comment).
 5. **record**: ledger, Slack, and one closing line saying what runs in {env} now.
 """
+
+
+RETRY = timedelta(seconds=5)  # GitHub side effects: retried whole, nothing is duplicated
 
 
 def branch_asset(settings: Settings, env: Environment) -> Asset:
@@ -111,7 +116,8 @@ def deploy_dag(settings: Settings, env: Environment):
         def decide(outcome: dict) -> list[str]:
             return {"success": ["succeed"], "failed": ["rollback_pods", "fail"]}.get(outcome["outcome"], [])
 
-        @task(outlets=[verified], doc_md="Status success, the verified asset event, the promotion PR.")
+        @task(outlets=[verified], retries=2, retry_delay=RETRY,
+              doc_md="Status success, the verified asset event, the promotion PR (safe to retry).")
         def succeed(target: dict, planned: dict) -> dict:
             context = get_current_context()
             context["outlet_events"][verified].extra = {"revision": target["revision"], "tree": target["tree"]}
@@ -125,7 +131,9 @@ def deploy_dag(settings: Settings, env: Environment):
             task_id="rollback", doc_md="helm rollback of one hub to its revision before this run.",
             **partial_kwargs(settings, env, "rollback"))
 
-        @task(doc_md="Hold the revision, revert it on the branch (never a revert of a revert), status, comments.")
+        @task(retries=2, retry_delay=RETRY,
+              doc_md="Hold the revision, revert it on the branch (never a revert of a revert), status, comments "
+                     "(safe to retry: the PR, the branch and the comments are looked up first).")
         def fail(target: dict, planned: dict, outcome: dict) -> dict:
             return tasks.fail(settings, env, target, planned, outcome, get_current_context())
 

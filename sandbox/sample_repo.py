@@ -54,7 +54,7 @@ sops:
 """
 
 BASE_HUBS = {
-    "datahub": "images: [primary]\nsmoke:\n  packages: [numpy]\n",
+    "datahub": "images: [primary]\nsmoke:\n  packages: [requests]\n",
     "data8": "images: [primary]\n",
     "biology": "images: [datascience]\n",
     "rhub": "external_image: docker.io/rocker/binder:4.4.1\n",

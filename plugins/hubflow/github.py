@@ -36,6 +36,7 @@ T = TypeVar("T")
 STATES = ("pending", "success", "failure", "error")
 DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status descriptions
 REVERT_PREFIX = "hubflow/revert-"
+REVERTS_TRAILER = "Hubflow-Reverts"  # names the failed head in the revert commit, for the hold check of later runs
 REVERT_HEADS = (REVERT_PREFIX, "revert-")  # hubflow's reverts and GitHub's "Revert" button
 
 
@@ -453,7 +454,7 @@ def revert_texts(env: str, branch: str, base: str, head: str, pulls: list[Pull],
     undone = [_pull_line(p) + (f" {p.merge_commit_sha[:7]}" if p.merge_commit_sha else "") for p in pulls]
     why = f"Verification of {head[:12]} on {env} failed:\n{reason.strip()}"
     message = "\n".join([title, "", why, "", f"This returns {branch} to {base} (undoes {base[:12]}..{head[:12]}).",
-                         *(["", "Undoes:", *undone] if undone else [])]) + "\n"
+                         *(["", "Undoes:", *undone] if undone else []), "", f"{REVERTS_TRAILER}: {head}"]) + "\n"
     body = "\n".join([f"hubflow reverts what failed on **{env}** so that `{branch}` returns to the last good "
                       f"revision `{base}`.", "", why, "", "Undoes:", *(undone or [f"- {base[:12]}..{head[:12]}"]),
                       *(["", "Links:", *[f"- [{k}]({v})" for k, v in links.items()]] if links else [])]) + "\n"

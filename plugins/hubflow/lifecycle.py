@@ -10,6 +10,7 @@ from hubflow.config import Environment, Settings
 from hubflow.errors import HubflowError
 from hubflow.freeze import frozen
 from hubflow.git import Repo
+from hubflow.github import REVERTS_TRAILER
 from hubflow.ledger import Ledger
 from hubflow.plan import Plan, make_plan
 
@@ -71,7 +72,8 @@ def _check_holds(repo: Repo, ledger: Ledger, base: str | None, head: str) -> lis
     log = repo.git("log", "--format=%H%x00%B%x01", f"{base}..{head}" if base else head)
     commits = [entry.strip("\n").split("\0", 1) for entry in log.split("\x01") if entry.strip()]
     messages = "\n".join(body for _, body in commits)
-    reverted = [sha for sha in held if f"This reverts commit {sha}" in messages]
+    reverted = [sha for sha in held if f"This reverts commit {sha}" in messages
+                or f"{REVERTS_TRAILER}: {sha}" in messages]
     for sha, _ in commits:
         if sha in held and sha not in reverted:
             raise Refused(f"{head[:12]} still contains held revision {sha[:12]} ({held[sha]}): "
@@ -178,6 +180,8 @@ def final_line(env: str, target: dict, outcome: dict, aftermath: dict | None) ->
 
 def failed_task_line(task_id: str, map_index: int, error: str) -> str:
     """The last line of a failed task's log: what failed and what state the environment is left in."""
+    if task_id == "record":
+        return f"hubflow: {error}"  # record fails with the run's closing line itself
     which = f"{task_id}[{map_index}]" if map_index is not None and map_index >= 0 else task_id
     after = {
         "resolve": "nothing was touched",

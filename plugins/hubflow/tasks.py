@@ -229,18 +229,21 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, outc
 def record(settings: Settings, env: Environment, target: dict | None, planned: dict | None, outcome: dict | None,
            aftermath: dict | None, context: dict) -> str:
     """Close the ledger attempt, notify, and end the log with one line: what happened and where env is now."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from hubflow import notify
 
-    if not (target and planned and outcome):
-        line = f"{env.name}: the run stopped before anything was deployed; the environment is unchanged"
-        log.warning("%s", line)
-        return line
+    if not (target and planned and outcome):  # refused or broken before the plan: see the failed task above
+        raise AirflowFailException(f"{env.name}: the run stopped before anything was deployed; "
+                                   f"{env.name} is unchanged")
     state = (aftermath or {}).get("state", "failed") if outcome["outcome"] == "failed" else "success"
     line = lifecycle.final_line(env.name, target, outcome, aftermath)
     ledger(settings).finish(planned["attempt"], "success" if state == "success" else "failed", line)
     links = dict((aftermath or {}).get("links") or {}, run=run_url(context))
     notify.send(settings, notify.outcome_message(env.name, target["revision"], state, line, links))
-    (log.info if state == "success" else log.error)("%s", line)
+    if state != "success":
+        raise AirflowFailException(line)  # the run shows failed, and this line ends its log
+    log.info("%s", line)
     return line
 
 

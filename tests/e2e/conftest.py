@@ -31,6 +31,8 @@ class Sandbox:
     registry: object
     settings_file: Path
     ledger_url: str
+    capture: object
+    log: str = ""
 
     def settings(self):
         from hubflow.config import load_settings
@@ -43,8 +45,12 @@ class Sandbox:
         return Ledger(self.ledger_url)
 
     def run(self, env: str, **conf):
-        """One deploy run of `env`, as the REST API or the form would start it."""
-        return airflow_support.run_dag(DAGS, f"hubflow_deploy_{env}", conf=conf or None)
+        """One deploy run of `env`, as the REST API or the form would start it; its log lands in `self.log`."""
+        self.capture.readouterr()
+        run = airflow_support.run_dag(DAGS, f"hubflow_deploy_{env}", conf=conf or None)
+        out = self.capture.readouterr()
+        self.log = out.out + out.err
+        return run
 
     def pods(self, kind: str, env: str | None = None) -> list[dict]:
         """The pods the operator asked the cluster for, of one kind (build, upgrade, rollback)."""
@@ -135,7 +141,7 @@ def services(tmp_path_factory):
 
 
 @pytest.fixture
-def sandbox(services, tmp_path, monkeypatch):
+def sandbox(services, tmp_path, monkeypatch, capfd):
     """A fresh deployment repository, GitHub emulator, ledger and settings for one scenario."""
     from sandbox.github_emulator import TOKEN, GitHubEmulator
     from sandbox.sample_repo import make_sample_repo
@@ -153,7 +159,7 @@ def sandbox(services, tmp_path, monkeypatch):
                                                                   "password": TOKEN}))
     monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_LEDGER", json.dumps({"conn_type": "generic",
                                                                   "extra": {"url": ledger_url}}))
-    box = Sandbox(tmp_path, github, k8s, hub, registry, settings_file, ledger_url)
+    box = Sandbox(tmp_path, github, k8s, hub, registry, settings_file, ledger_url, capfd)
     box.upgrades_succeed()
     yield box
     github.stop()

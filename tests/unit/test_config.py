@@ -108,7 +108,7 @@ def test_sample_fleet_parses_with_discovery_and_defaults():
         "deployments/datahub/secrets/staging.yaml"]
     assert hubs["datahub"].images[0].values_path == "jupyterhub.singleuser.image"
     assert hubs["rhub"].external_image.startswith("docker.io/rocker")
-    assert hubs["datahub"].smoke.packages == ["numpy"]
+    assert hubs["datahub"].smoke.packages == ["requests"]
 
 
 def test_fleet_reference_and_duplicate_errors():
