@@ -59,9 +59,10 @@ def main() -> None:
 
     totals = [r.seconds for r in results]
     total = statistics.median(totals)
-    print(f"JupyterHub {results[0].hub_version} on loopback, started in {hub_start:.1f}s; {args.runs} full verifications"
-          f" ({len(PACKAGES)} packages, 2 notebook cells)\n")
-    print(f"{'phase':<12}" + "".join(f"{'run ' + str(i + 1):>9}" for i in range(args.runs)) + f"{'median':>9}{'share':>8}")
+    print(f"JupyterHub {results[0].hub_version} on loopback, started in {hub_start:.1f}s; {args.runs} full "
+          f"verifications ({len(PACKAGES)} packages, 2 notebook cells)\n")
+    runs = "".join(f"{'run ' + str(i + 1):>9}" for i in range(args.runs))
+    print(f"{'phase':<12}{runs}{'median':>9}{'share':>8}")
     for name in CHECKS:
         values = [r.check(name).seconds for r in results]
         median = statistics.median(values)

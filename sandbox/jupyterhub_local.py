@@ -1,9 +1,10 @@
 """A real JupyterHub on loopback for the smoke tests and the benchmark (no stand-in: pip jupyterhub + npm proxy).
 
 DummyAuthenticator, SimpleLocalProcessSpawner (single-user servers from this venv, so their kernels see its
-packages), sqlite, configurable-http-proxy from node_modules, and a service `hubflow-smoke` whose token has the
-scopes a verification needs. `fail_spawns()` makes every spawn fail (the spawn raises, as a spawner that
-cannot create the server does) until the block ends, so one hub serves the whole session.
+packages, plus what `add_package()` puts in the hub's site folder), sqlite, configurable-http-proxy from
+node_modules, and a service `hubflow-smoke` whose token has the scopes a verification needs. `fail_spawns()` makes
+every spawn fail (the spawn raises, as a spawner that cannot create the server does) until the block ends, so one
+hub serves the whole session.
 
     python -m sandbox.jupyterhub_local      # start, print the URL and the token; stop with Ctrl-C or SIGTERM
 """
@@ -52,6 +53,7 @@ c.Spawner.args = {args!r}
 c.Spawner.http_timeout = 15
 c.Spawner.start_timeout = 30
 c.Spawner.default_url = "/lab"
+c.Spawner.environment = {{"PYTHONPATH": os.path.join(here, "site")}}  # add_package() installs here
 c.JupyterHub.services = [{{"name": {service!r}, "api_token": {token!r}}}]
 c.JupyterHub.load_roles = [{{"name": {service!r}, "scopes": {scopes!r}, "services": [{service!r}]}}]
 
@@ -94,6 +96,7 @@ class LocalHub:
             raise HubStartError(f"{PROXY} is missing: run `npm ci` (make setup) first")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
+        (self.dir / "site").mkdir(exist_ok=True)
         args = ["--allow-root"] if os.geteuid() == 0 else []
         (self.dir / "jupyterhub_config.py").write_text(CONFIG.format(
             dir=str(self.dir), port=self.port, hub_port=free_port(), proxy=str(PROXY), proxy_api_port=free_port(),
@@ -150,6 +153,15 @@ class LocalHub:
             yield
         finally:
             flag.unlink(missing_ok=True)
+
+    def add_package(self, name: str, version: str, source: str) -> None:
+        """Install a one-module distribution that kernels started from now on see (e.g. one that crashes on import)."""
+        module = name.replace("-", "_")
+        dist = self.dir / "site" / f"{module}-{version}.dist-info"
+        dist.mkdir(parents=True, exist_ok=True)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (dist / "top_level.txt").write_text(module + "\n")
+        (self.dir / "site" / f"{module}.py").write_text(source)
 
     # -- the hub's own view, for assertions
 

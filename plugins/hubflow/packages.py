@@ -158,7 +158,7 @@ def changed_packages(repo: Repo, base: str | None, head: str, paths: list[str]) 
 
 
 def hub_packages(repo: Repo, fleet: Fleet, hub: str, base: str | None, head: str) -> list[Package]:
-    """What a verification of `hub` checks: the packages its images changed in base..head, then its always-check list."""
+    """What a verification of `hub` checks: what its images' files changed in base..head, then its always-check list."""
     entry = next((h for h in fleet.hubs if h.name == hub), None)
     if entry is None:
         raise PackagesError(f"hub {hub!r} is not in the fleet at {head[:12]}; hubs: {[h.name for h in fleet.hubs]}")

@@ -11,6 +11,7 @@ goes in a header only and never into a detail; the server is used with a short-l
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -31,7 +32,7 @@ USER_PREFIX = "hubflow-smoke-"
 CHECKS = ("health", "api", "leftovers", "user", "server", "kernel", "packages", "notebook", "cleanup")
 NEEDED_SCOPES = ("admin:users", "servers", "tokens", "list:users")
 CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
-RESULT_MARK = "HUBFLOW-PROBE "
+PROBE_MARK = "HUBFLOW-PROBE "  # prefixes the probe's own output lines, among whatever imported modules print
 
 
 class SmokeError(HubflowError):
@@ -40,6 +41,10 @@ class SmokeError(HubflowError):
 
 class _Failed(Exception):
     """A check failed; the message is the detail people read."""
+
+
+class _KernelDied(_Failed):
+    """The kernel died (the server is restarting it): what ran in it is lost."""
 
 
 class _Skipped(Exception):
@@ -88,7 +93,7 @@ def parse_notebook(text: str, name: str) -> Notebook:
         cells = data["cells"]
         code = [(i, c["source"] if isinstance(c["source"], str) else "".join(c["source"]))
                 for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SmokeError(f"notebook {name} is not a Jupyter notebook (nbformat 4 JSON): {exc}") from None
     return Notebook(name, [(i, src) for i, src in code if src.strip()])
 
@@ -141,6 +146,7 @@ class _Run:
         self.server: str | None = None  # URL of the user's server, ending in /
         self.kernel: str | None = None
         self.ws: websocket.WebSocket | None = None
+        self.kernel_died = False
 
     # -- running checks
 
@@ -177,7 +183,7 @@ class _Run:
         except _Failed as exc:
             check.detail, check.status = str(exc), "failed"
         except (requests.RequestException, websocket.WebSocketException, OSError, ValueError, KeyError) as exc:
-            check.detail, check.status = _describe(exc), "failed"  # includes answers that are not what the API documents
+            check.detail, check.status = _describe(exc), "failed"  # also answers that are not what the API documents
         finally:
             check.seconds = round(time.monotonic() - t, 3)
             if check.status == "running":  # an unexpected error: still a result, then it propagates
@@ -196,7 +202,7 @@ class _Run:
 
     def request(self, session: requests.Session, method: str, url: str, what: str, retry: bool = False,
                 ok: tuple[int, ...] = (200,), read: float = 15, **kwargs) -> requests.Response:
-        """One request bounded by the deadline; idempotent ones (retry=True) are retried on network errors and 502-504."""
+        """A request bounded by the deadline; idempotent ones (retry=True) are retried on network errors and 502-504."""
         attempts = 3 if retry else 1
         for attempt in range(attempts):
             left = self.remaining(what)
@@ -329,17 +335,32 @@ class _Run:
         return f"{info.get('implementation', 'kernel')} {lang.get('name', '')} {lang.get('version', '')}".strip()
 
     def check_packages(self) -> str:
+        """One kernel request per package: a package that kills the kernel is named for sure (output sent just
+        before a crash can be lost), and the packages after it are still checked in the restarted kernel."""
         if not self.packages:
             raise _Skipped("no packages to check")
-        payload = json.dumps([p.to_dict() for p in self.packages])
-        code = (f"{inspect.getsource(probe)}\nimport json as _j\n"
-                f"print({RESULT_MARK!r} + _j.dumps(probe(_j.loads({payload!r}))))")
-        out, error = self._execute(code, "checking packages")
-        lines = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
-        if error or not lines:
-            raise _Failed(f"the package probe did not run: {_error_text(error) if error else 'no result printed'}")
-        results = json.loads(lines[-1][len(RESULT_MARK):])
-        problems = [_package_problem(r) for r in results if r["status"] not in ("ok", "not-applicable")]
+        setup = f"{inspect.getsource(probe)}\nimport json as _j\n_hubflow_cache = {{}}\n"
+        results, problems, defined = [], [], False
+        for i, package in enumerate(self.packages):
+            if time.monotonic() >= self.deadline:
+                problems.append(f"not checked in time: {', '.join(p.name for p in self.packages[i:])}")
+                break
+            if not defined:
+                _, error = self._execute(setup, "defining the package probe")
+                if error:
+                    raise _Failed(f"the package probe could not be defined: {_error_text(error)}")
+                defined = True
+            out, error = self._execute(
+                f"probe([_j.loads({json.dumps(package.to_dict())!r})], "
+                f"lambda e: print({PROBE_MARK!r} + _j.dumps(e), flush=True), _hubflow_cache)", f"checking {package}")
+            lines = [line.split(PROBE_MARK, 1)[1] for line in out.splitlines() if PROBE_MARK in line]
+            if error or not lines:
+                problems.append(f"{package.name}: {_error_text(error) if error else 'the probe printed no result'}")
+                defined = not self.kernel_died
+                continue
+            results.append(json.loads(lines[-1]))
+            if results[-1]["status"] not in ("ok", "not-applicable"):
+                problems.append(_package_problem(results[-1]))
         if problems:
             raise _Failed("; ".join(problems))
         shown = [f"{r['name']} {r['installed']}" if r["status"] == "ok" else f"{r['name']} (not for this platform)"
@@ -360,11 +381,13 @@ class _Run:
     def cleanup(self) -> str:
         """Each step is tried even when an earlier one failed: the user must not stay behind because a kernel did."""
         if self.ws is not None:
-            self.ws.close()
+            with contextlib.suppress(websocket.WebSocketException, OSError):
+                self.ws.close()
         steps = []
         if self.kernel:
-            steps.append(("kernel deleted", lambda: self.request(
-                self.single, "DELETE", f"{self.server}api/kernels/{self.kernel}", "deleting the kernel", ok=(204, 404))))
+            url = f"{self.server}api/kernels/{self.kernel}"
+            steps.append(("kernel deleted",
+                          lambda: self.request(self.single, "DELETE", url, "deleting the kernel", ok=(204, 404))))
         if self.user:
             steps.append((f"server stopped, user {self.user} deleted", lambda: self.remove_user(self.user)))
         if not steps:
@@ -385,7 +408,7 @@ class _Run:
     def remove_user(self, name: str) -> None:
         """Stop the user's server (also a pending spawn), wait until it is stopped, delete the user."""
         what = f"removing user {name}"
-        r = self.hub_api("DELETE", f"/users/{name}/server", what, ok=(202, 204, 400, 404))
+        self.hub_api("DELETE", f"/users/{name}/server", what, ok=(202, 204, 400, 404))
         while True:
             r = self.hub_api("DELETE", f"/users/{name}", what, ok=(204, 400, 404))
             if r.status_code != 400:
@@ -403,15 +426,23 @@ class _Run:
             "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
         return msg_id
 
+    def _recv(self, what: str, limit: float = 2) -> dict | None:
+        """The next kernel message, or None after `limit` s (short: websocket pings restart a read's wait)."""
+        self.ws.settimeout(max(0.05, min(limit, self.remaining(what))))
+        try:
+            msg = json.loads(self.ws.recv())
+        except websocket.WebSocketTimeoutException:
+            return None
+        if msg["msg_type"] == "status" and msg["content"].get("execution_state") in ("restarting", "dead"):
+            self.kernel_died = True
+            raise _KernelDied("the kernel died")
+        return msg
+
     def _messages(self, msg_id: str, what: str):
         """Messages answering `msg_id`, from any channel, until the deadline."""
         while True:
-            self.ws.settimeout(max(0.05, min(10, self.remaining(what))))
-            try:
-                msg = json.loads(self.ws.recv())
-            except websocket.WebSocketTimeoutException:
-                continue
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            msg = self._recv(what)
+            if msg and msg.get("parent_header", {}).get("msg_id") == msg_id:
                 yield msg
 
     def _request_reply(self, msg_type: str, content: dict, reply_type: str, what: str) -> dict:
@@ -420,31 +451,49 @@ class _Run:
             if msg["msg_type"] == reply_type:
                 return msg["content"]
 
+    def _await_restart(self, what: str) -> None:
+        """After the kernel died, wait until its restarted self answers (a request sent mid-restart may be lost)."""
+        while self.kernel_died:
+            msg_id = self._send("kernel_info_request", {})
+            until = time.monotonic() + 1
+            while time.monotonic() < until:
+                msg = self._recv(what, until - time.monotonic())
+                if msg and msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
+                    self.kernel_died = False
+                    break
+
     def _execute(self, code: str, what: str) -> tuple[str, dict | None]:
-        """Run code in the kernel; return its stdout and its error (ename, evalue), if any."""
-        msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": False,
-                                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        """Run code in the kernel; return its stdout and its error (ename, evalue), also when it timed out or died."""
         out, error, replied, idle = [], None, False, False
-        for msg in self._messages(msg_id, what):
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream" and content.get("name") == "stdout":
-                out.append(content["text"])
-            elif kind == "error":
-                error = content
-            elif kind == "execute_reply":
-                replied = True
-                if content.get("status") != "ok" and error is None:
+        try:
+            self._await_restart(what)
+            msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": False,
+                                                    "user_expressions": {}, "allow_stdin": False,
+                                                    "stop_on_error": True})
+            for msg in self._messages(msg_id, what):
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream" and content.get("name") == "stdout":
+                    out.append(content["text"])
+                elif kind == "error":
                     error = content
-            elif kind == "status" and content.get("execution_state") == "idle":
-                idle = True
-            if replied and idle:
-                return "".join(out), error
+                elif kind == "execute_reply":
+                    replied = True
+                    if content.get("status") != "ok" and error is None:
+                        error = content
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    idle = True
+                if replied and idle:
+                    break
+        except _Failed as exc:  # keep what it printed until then: it tells how far it got
+            error = {"ename": "", "evalue": str(exc)}
+        return "".join(out), error
 
 
-def probe(packages):
+def probe(packages, emit, cache):
     """Runs inside the hub's kernel (standard library only, Python 3.8+): is each package there, pinned, importable?
 
-    A conda dependency that is not a Python distribution is looked up in conda's records (conda-meta) instead.
+    Emits each package's result. `cache` keeps the module map between calls in one kernel. A conda dependency that
+    is not a Python distribution is looked up in conda's records (conda-meta) instead.
     """
     import glob
     import importlib
@@ -457,10 +506,12 @@ def probe(packages):
     def norm(name):
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    modules = {}
-    for module, dists in (md.packages_distributions() if hasattr(md, "packages_distributions") else {}).items():
-        for dist in dists:
-            modules.setdefault(norm(dist), set()).add(module)
+    if "modules" not in cache:
+        cache["modules"] = {}
+        for module, dists in (md.packages_distributions() if hasattr(md, "packages_distributions") else {}).items():
+            for dist in dists:
+                cache["modules"].setdefault(norm(dist), set()).add(module)
+    modules = cache["modules"]
 
     def conda_version(name):
         for path in glob.glob(os.path.join(sys.prefix, "conda-meta", glob.escape(name) + "-*.json")):
@@ -482,17 +533,15 @@ def probe(packages):
         except Exception:
             return installed == wanted
 
-    results = []
-    for p in packages:
+    def check(p):
         r = {"name": p["name"], "wanted": p["version"], "exact": p["exact"], "installed": None, "status": "ok",
              "error": None, "modules": []}
-        results.append(r)
         if p.get("marker"):
             try:
                 from packaging.markers import Marker
                 if not Marker(p["marker"]).evaluate():
                     r["status"] = "not-applicable"
-                    continue
+                    return r
             except Exception:
                 pass
         dist = None
@@ -504,13 +553,14 @@ def probe(packages):
                 r["installed"] = conda_version(p["name"])
         if r["installed"] is None:
             r["status"] = "missing"
-            continue
+            return r
         if p["version"] and not matches(r["installed"], p["version"], p["exact"]):
             r["status"] = "version"
-            continue
+            return r
         if dist is None:
-            continue  # a conda package with no Python modules
-        names = sorted(modules.get(norm(dist.metadata["Name"]), ())) or (dist.read_text("top_level.txt") or "").split()
+            return r  # a conda package with no Python modules
+        names = (sorted(modules.get(norm(dist.metadata["Name"] or p["name"]), ()))
+                 or (dist.read_text("top_level.txt") or "").split())
         names = [n for n in names if n.isidentifier()] or [norm(p["name"]).replace("-", "_")]
         r["modules"] = [n for n in names if not n.startswith("_")] or names
         for name in r["modules"]:
@@ -519,7 +569,10 @@ def probe(packages):
             except BaseException as exc:
                 r["status"], r["error"] = "import", f"import {name}: {type(exc).__name__}: {exc}"
                 break
-    return results
+        return r
+
+    for p in packages:
+        emit(check(p))
 
 
 def _package_problem(r: dict) -> str:
@@ -532,7 +585,8 @@ def _package_problem(r: dict) -> str:
 
 
 def _error_text(error: dict) -> str:
-    return f"{error.get('ename', 'error')}: {error.get('evalue', '')}".strip()
+    ename, evalue = error.get("ename") or "", error.get("evalue") or ""
+    return f"{ename}: {evalue}" if ename else evalue
 
 
 def _path(url: str) -> str:
@@ -550,6 +604,10 @@ def _describe(exc: BaseException) -> str:
     """A network error in a few words (requests' own text is a paragraph)."""
     if isinstance(exc, requests.Timeout):
         return "no answer in time"
+    if isinstance(exc, websocket.WebSocketConnectionClosedException):
+        return "the kernel's websocket closed (the kernel or its server died)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error (certificate or protocol)"
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
     if m:
         return m.group(1).strip().lower()

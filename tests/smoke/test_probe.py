@@ -9,7 +9,10 @@ from hubflow.smoke import SmokeError, is_leftover, parse_notebook, probe, smoke_
 
 
 def run(*packages):
-    return {r["name"]: r for r in probe([p.to_dict() for p in packages])}
+    events = []
+    probe([p.to_dict() for p in packages], events.append, {})
+    assert [e["name"] for e in events] == [p.name for p in packages]  # in order: a crash tells how far it got
+    return {r["name"]: r for r in events}
 
 
 def test_installed_pinned_and_prefix_pinned_packages_pass():

@@ -34,14 +34,16 @@ RUNNING = f"hubflow-smoke-{int(time.time()) + 3600}-def456"  # another verificat
 
 @pytest.fixture(scope="module")
 def failing_run(hub):
-    """One verification with a missing package, a pin that differs from what is installed and a failing cell,
-    on a hub where an earlier run crashed while its server was spawning."""
+    """One verification with a missing package, a pin that differs from what is installed, a package whose import
+    kills the kernel, and a failing cell; on a hub where an earlier run crashed while its server was spawning."""
+    hub.add_package("segfaulty", "1.0", "import os\nos._exit(139)  # as a broken C extension would\n")
     for name in (CRASHED, RUNNING, "alice"):
         assert hub.api("POST", f"/users/{name}").status_code == 201
     with contextlib.suppress(requests.Timeout):  # leave the spawn pending, as the crashed run did
         requests.post(f"{hub.url}/hub/api/users/{CRASHED}/server", headers={"Authorization": f"token {hub.token}"},
                       timeout=0.5)
-    packages = [parse_package(p) for p in ("requests", "nosuchpkg-hubflow", "PyYAML==5.4.1", "tornado==6.6.*")]
+    packages = [parse_package(p) for p in ("requests", "segfaulty", "nosuchpkg-hubflow", "PyYAML==5.4.1",
+                                           "tornado==6.6.*")]
     nb = notebook("import yaml\nvalue = yaml.safe_load('a: 1')", " ", "assert value == {'a': 2}, 'wrong value'")
     yield verify(hub.url, hub.token, packages, nb, timeout=120)
     for name in (RUNNING, "alice"):
@@ -60,7 +62,12 @@ def test_pinned_version_mismatch_names_both_versions(failing_run):
     assert "tornado" not in detail(failing_run, "packages")  # 6.6.1 matches the prefix pin 6.6.*
 
 
-def test_notebook_cell_error_names_the_cell(failing_run):
+def test_a_package_that_kills_the_kernel_is_named_and_the_rest_are_still_checked(failing_run):
+    assert detail(failing_run, "packages") == ("segfaulty: the kernel died; nosuchpkg-hubflow is not installed; "
+                                               "PyYAML: installed 6.0.4, pinned 5.4.1")
+
+
+def test_notebook_cell_error_names_the_cell(failing_run):  # in the kernel restarted after the crash
     assert failing_run.check("notebook").status == "failed"
     assert detail(failing_run, "notebook") == ("smoke.ipynb: cell 3 (\"assert value == {'a': 2}, 'wrong value'\") "
                                                "failed: AssertionError: wrong value")

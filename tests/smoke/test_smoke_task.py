@@ -29,7 +29,7 @@ environments:
 
 @pytest.fixture
 def deployed(tmp_path):
-    """A merge to staging that adds packages to image primary (environment.yml and a requirements file) and a notebook."""
+    """A merge to staging that adds packages to image primary (environment.yml, a requirements file) and a notebook."""
     root = make_sample_repo(tmp_path / "deploy")
     base = git(root, "rev-parse", "HEAD").strip()
     head = commit(root, "primary: add websocket-client and PyYAML; data8 gets a smoke notebook", {
