@@ -30,6 +30,8 @@ from hubflow.packages import Package
 
 USER_PREFIX = "hubflow-smoke-"
 CHECKS = ("health", "api", "leftovers", "user", "server", "kernel", "packages", "notebook", "cleanup")
+# what the token must hold (as the hub expands them); in z2jh: hub.services.hubflow-smoke and
+# hub.loadRoles.hubflow-smoke.scopes [admin:users, admin:servers, tokens, list:users]
 NEEDED_SCOPES = ("admin:users", "servers", "tokens", "list:users")
 CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
 PROBE_MARK = "HUBFLOW-PROBE "  # prefixes the probe's own output lines, among whatever imported modules print

@@ -124,6 +124,21 @@ def test_hub_that_accepts_but_never_answers_fails_in_under_30s():
     assert detail(result, "health") == "GET /hub/health: no answer in time"
 
 
+def test_a_refused_token_and_a_token_without_the_scopes_are_named(clean_hub):
+    result = verify(clean_hub.url, "not-a-token", timeout=60)
+    assert detail(result, "api") == "the hub refused the smoke token (GET /hub/api/user answered 403)"
+    assert detail(result, "user") == "not run: api failed"
+    assert clean_hub.api("POST", "/users/bob").status_code == 201
+    try:
+        bob = clean_hub.api("POST", "/users/bob/tokens", json={"expires_in": 60}).json()["token"]
+        result = verify(clean_hub.url, bob, timeout=60)
+    finally:
+        clean_hub.api("DELETE", "/users/bob")
+    assert detail(result, "api") == ("the smoke token lacks scopes admin:users, servers, tokens, list:users "
+                                     "(needs admin:users, servers, tokens, list:users)")
+    assert statuses(result)["cleanup"] == "skipped"
+
+
 def test_spawn_failure_fails_with_the_hubs_reason_and_removes_the_user(clean_hub):
     with clean_hub.fail_spawns():
         result = verify(clean_hub.url, clean_hub.token, [parse_package("requests")], timeout=120)
