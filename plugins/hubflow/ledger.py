@@ -131,6 +131,15 @@ class Ledger:
                 attempts.c.env == env, attempts.c.tree == tree, attempts.c.outcome == "success")
                 .order_by(attempts.c.id.desc()).limit(1)).scalar()
 
+    def planned_hubs(self, env: str, revision: str) -> list[str]:
+        """The hubs that attempts to deploy `revision` in `env` planned to change (touched, maybe not undone)."""
+        hubs: dict[str, None] = {}
+        with self.engine.connect() as c:
+            for (record,) in c.execute(sa.select(attempts.c.record).where(
+                    attempts.c.env == env, attempts.c.revision == revision)):
+                hubs.update(dict.fromkeys(h["name"] for h in json.loads(record).get("plan", {}).get("hubs", [])))
+        return list(hubs)
+
     def hold(self, revision: str, env: str, reason: str) -> None:
         with self.engine.begin() as c:
             if not c.execute(sa.select(holds.c.revision).where(holds.c.revision == revision)).first():

@@ -99,9 +99,13 @@ def gate(settings: Settings, env: Environment, target: Target, ledger: Ledger,
                   f"promote a revision that passed {previous}, or force with a reason")
 
 
-def plan(settings: Settings, repo: Repo, target: Target) -> Plan:
+def plan(settings: Settings, repo: Repo, target: Target, ledger: Ledger) -> Plan:
+    """The plan of the range; when it reverts a failed revision, the hubs that failed run touched are deployed
+    (and verified) again whatever the diff says, so a rollback that did not take is mended by the revert's run."""
+    also = {hub: f"redeploy: touched by the failed run of {sha[:12]}, which this range reverts"
+            for sha in target.reverts for hub in ledger.planned_hubs(target.env, sha)}
     return make_plan(repo, target.base, target.revision, settings.repository.fleet_file,
-                     [e.name for e in settings.environments])
+                     [e.name for e in settings.environments], also)
 
 
 # ---------------------------------------------------------------- after the pods: what happened, in words

@@ -127,8 +127,12 @@ def _check_paths(fleet: Fleet, files: list[str], source: str, rev: str) -> None:
 
 
 def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
-              environments: list[str] | None = None) -> Plan:
-    """Plan the range base..head (base None or empty: first deploy, every hub and every image)."""
+              environments: list[str] | None = None, also: dict[str, str] | None = None) -> Plan:
+    """Plan the range base..head (base None or empty: first deploy, every hub and every image).
+
+    `also` names hubs to deploy whatever the diff says, with the reason (the hubs a failed run touched, when
+    the range reverts it); names not in the fleet at head are ignored.
+    """
     if base:
         base, head = repo.resolve(base, head)
         if not repo.is_ancestor(base, head):
@@ -156,7 +160,7 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
     for hub in fleet.hubs:
         uses = [ref.name for ref in hub.images or []]
         reason = _hub_reason(hub, first, old_hubs.get(hub.name), shared, by_folder.get(hub.folder),
-                             [n for n in uses if n in changed_images])
+                             [n for n in uses if n in changed_images]) or (also or {}).get(hub.name)
         if reason:
             hubs.append(HubPlan(hub.name, reason, hub.folder, uses))
     deployed = {h.name for h in hubs}

@@ -102,10 +102,10 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
     from hubflow.plan import format_plan
 
     t = lifecycle.Target(**target)
-    the_plan = lifecycle.plan(settings, mirror(settings), t)
+    book = ledger(settings)
+    the_plan = lifecycle.plan(settings, mirror(settings), t, book)
     log.info("%s", format_plan(the_plan))
     force = context["params"].get("force_reason") or None
-    book = ledger(settings)
     attempt = book.start(env.name, t.revision, t.base, t.tree, context["dag_run"].run_id,
                          who(context) if force else None, force)
     book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})

@@ -187,8 +187,8 @@ def test_the_revert_failing_to_deploy_stops_the_line(sandbox):
 def test_a_retried_failure_path_repeats_no_side_effect(sandbox):
     sandbox.baseline()
     pr = bad_merge(sandbox)
-    # the first try of `fail` dies after the revert was made (GitHub refuses the status once)
-    sandbox.github.fail("POST", "/repos/datahub/datahub/statuses/*", status=403, times=1)
+    # the first try of `fail` dies after the revert was made and the comment posted (GitHub answers 403 after it)
+    sandbox.github.fail("POST", "/repos/datahub/datahub/issues/*/comments", status=403, times=1, after_effect=True)
     run = sandbox.run("staging")
     assert run.state == "failed"
     tis = af.task_instances(run)

@@ -71,3 +71,12 @@ def test_unknown_outcome_is_refused(ledger):
     a = ledger.start("staging", "e" * 40, None, None, None)
     with pytest.raises(ValueError, match="unknown outcome"):
         ledger.finish(a, "great")
+
+
+def test_planned_hubs_of_a_revision(ledger):
+    a = ledger.start("staging", "f" * 40, None, None, "r1")
+    ledger.update(a, plan={"hubs": [{"name": "biology"}, {"name": "data8"}]})
+    b = ledger.start("staging", "f" * 40, None, None, "r2")
+    ledger.update(b, plan={"hubs": [{"name": "data8"}, {"name": "rhub"}]})
+    assert ledger.planned_hubs("staging", "f" * 40) == ["biology", "data8", "rhub"]
+    assert ledger.planned_hubs("prod", "f" * 40) == []

@@ -94,3 +94,19 @@ def test_prod_gate_matches_verified_staging_trees(world):
     deployed(ledger, "staging", "s" * 40, tree=target.tree)
     assert lifecycle.gate(settings, prod, target, ledger) == "s" * 40
     assert lifecycle.gate(settings, settings.environment("staging"), target, ledger) is None
+
+
+def test_a_range_that_reverts_a_failed_run_redeploys_what_it_touched(world):
+    root, repo, ledger, settings = world
+    good = git(root, "rev-parse", "HEAD").strip()
+    deployed(ledger, "staging", good)
+    bad = commit(root, "bad", {"deployments/biology/config/common.yaml": "broken: true\n"})
+    failed = ledger.start("staging", bad, good, None, "run-bad")
+    ledger.update(failed, plan={"hubs": [{"name": "biology"}]})
+    ledger.finish(failed, "failed", "verification failed")
+    ledger.hold(bad, "staging", "verification failed")
+    git(root, "revert", "--no-edit", bad)
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    p = lifecycle.plan(settings, repo, t, ledger)
+    assert {h.name: h.reason for h in p.hubs} == {
+        "biology": f"redeploy: touched by the failed run of {bad[:12]}, which this range reverts"}

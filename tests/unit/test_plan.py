@@ -236,3 +236,11 @@ def test_git_processes_do_not_grow_with_hubs(tmp_path, monkeypatch, first):
         assert len(p.hubs) == n
         counts.append(len(calls))
     assert counts[0] == counts[1]
+
+
+def test_also_deploys_named_hubs_with_their_images(sample):
+    root, repo, base = sample
+    commit(root, "docs only", {"docs/index.md": "x\n"})
+    p = make_plan(repo, base, "HEAD", FLEET, ENVS, also={"biology": "redeploy after a revert", "gone": "ignored"})
+    assert hubs(p) == {"biology": "redeploy after a revert"}
+    assert images(p) == {"datascience": (False, "unchanged")}
