@@ -293,7 +293,8 @@ class Image(_Model):
     repository: str = Field(description="registry repository, e.g. us-central1-docker.pkg.dev/proj/repo/primary")
     context: str | None = Field(None, description="build context; default: the first path")
     dockerfile: str = "Dockerfile"
-    builder: Literal["buildkit", "kaniko"] = "buildkit"
+    builder: Literal["buildkit"] = Field("buildkit", description="rootless BuildKit: maintained, daemonless, "
+                                         "needs no privileged pod")
 
     @field_validator("paths")
     @classmethod

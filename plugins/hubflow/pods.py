@@ -229,8 +229,6 @@ def build_pod(settings: Settings, env: Environment, plan: Plan, image_name: str,
     if not env.build_images:
         raise PodSpecError(f"environment {env.name!r} does not build images (build_images: false)")
     image, spec = plan.image(image_name), _fleet(plan).image(image_name)
-    if spec.builder != "buildkit":
-        raise PodSpecError(f"image {image_name}: builder {spec.builder!r} is not supported; use buildkit")
     repository = _check(_REPOSITORY, image.repository, f"image {image_name}: repository")
     tag = _check(_TAG, image.tag, f"image {image_name}: tag")
     context = posixpath.join(CHECKOUT, spec.build_context)
