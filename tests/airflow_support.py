@@ -13,6 +13,7 @@ its own dags folder to `run_dag`; the home and its database are shared by the wh
 from __future__ import annotations
 
 import atexit
+import base64
 import os
 import shutil
 import subprocess
@@ -51,6 +52,8 @@ def setup_environment() -> Path:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(home) / "dags")
     (Path(home) / "dags").mkdir()
     os.environ.update(SETTINGS)
+    # one key for this process and the `airflow`/`hubflow` commands it starts, so they read each other's Variables
+    os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     return Path(home)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,80 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace, settings: config.Settings):
+    """The ledger at --ledger, $HUBFLOW_LEDGER_URL, or the Airflow connection the settings name."""
+    from hubflow.ledger import Ledger
+
+    url = args.ledger or os.environ.get("HUBFLOW_LEDGER_URL")
+    if not url:
+        from hubflow.connections import ledger_url
+
+        try:
+            url = ledger_url(settings.ledger.conn_id)
+        except Exception as exc:  # the connection is missing or unreadable: say which and how to fix it
+            raise HubflowError(f"cannot read Airflow connection {settings.ledger.conn_id!r} ({exc}); "
+                               "pass --ledger URL or set HUBFLOW_LEDGER_URL") from None
+    return Ledger(url)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.env and args.env not in [e.name for e in settings.environments]:
+        _unknown_env(settings, args.env)
+    book = _ledger(args, settings)
+    attempts = book.attempts(args.env, args.limit)
+    if args.json:
+        print(json.dumps({"attempts": [a.to_dict() for a in attempts], "holds": [
+            {**h, "created_at": h["created_at"].isoformat()} for h in book.holds()]}, indent=2))
+        return 0
+    print(f"{'id':>5}  {'env':<8} {'revision':<12} {'outcome':<8} {'started (UTC)':<19}  detail")
+    for a in attempts:
+        forced = f" [forced by {a.forced_by}: {a.force_reason}]" if a.force_reason else ""
+        print(f"{a.id:>5}  {a.env:<8} {a.revision[:12]:<12} {a.outcome:<8} "
+              f"{a.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19}  {(a.detail or '')[:100]}{forced}")
+    for h in book.holds():
+        print(f"held: {h['revision'][:12]} ({h['env']}): {h['reason'][:100]}")
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    book = _ledger(args, settings)
+    if args.clear:
+        if not book.clear_hold(args.revision):
+            raise HubflowError(f"{args.revision} is not held (give the full sha; `hubflow ledger` lists holds)")
+        print(f"cleared the hold on {args.revision}")
+    else:
+        if not args.reason:
+            raise HubflowError("say why with --reason")
+        book.hold(args.revision, args.env or settings.environments[0].name, args.reason)
+        print(f"held {args.revision}: it is not deployed or promoted until `hubflow hold --clear {args.revision}`")
+    return 0
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from airflow.models import Variable
+
+    from hubflow.freeze import variable_name
+
+    settings = _settings(args)
+    if args.env not in [e.name for e in settings.environments]:
+        _unknown_env(settings, args.env)
+    if args.off:
+        Variable.delete(variable_name(args.env))
+        print(f"{args.env} is no longer frozen by hand (configured windows still apply)")
+    else:
+        if not args.reason:
+            raise HubflowError("say why with --reason")
+        Variable.set(variable_name(args.env), args.reason)
+        print(f"{args.env} is frozen: no deploy or promotion until `hubflow freeze {args.env} --off`")
+    return 0
+
+
+def _unknown_env(settings: config.Settings, name: str):
+    raise HubflowError(f"unknown environment {name!r}; configured: {[e.name for e in settings.environments]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubflow", description="JupyterHub fleet lifecycle on Airflow")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="last deployed revision; omitted: first deploy")
     p.add_argument("--head", required=True)
     p.add_argument("--json", action="store_true")
+
+    p = command("ledger", cmd_ledger, "every deploy attempt (newest first) and every hold")
+    p.add_argument("--env")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--ledger", help="SQLAlchemy URL (default: $HUBFLOW_LEDGER_URL, else the Airflow connection)")
+
+    p = command("hold", cmd_hold, "mark a revision bad (never deployed or promoted), or --clear the mark")
+    p.add_argument("revision", help="full commit sha")
+    p.add_argument("--reason")
+    p.add_argument("--env", help="where it went bad (default: the first environment)")
+    p.add_argument("--clear", action="store_true")
+    p.add_argument("--ledger", help="SQLAlchemy URL (default: $HUBFLOW_LEDGER_URL, else the Airflow connection)")
+
+    p = command("freeze", cmd_freeze, "stop deploys and promotions of an environment (an Airflow Variable)")
+    p.add_argument("env")
+    p.add_argument("--reason")
+    p.add_argument("--off", action="store_true", help="lift the freeze")
 
     p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
     p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))

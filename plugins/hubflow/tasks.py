@@ -184,6 +184,9 @@ def succeed(settings: Settings, env: Environment, target: dict, planned: dict, c
         if pull:
             links["promotion"] = pull.url
             log.info("promotion PR #%s: %s", pull.number, pull.url)
+            if settings.promotion.mode == "merge":  # only while its head is still the verified revision
+                links["promotion merge"] = gh.merge(pull.number, expected_head=target["revision"])
+                log.info("promotion PR #%s merged: %s", pull.number, links["promotion merge"])
     ledger(settings).update(planned["attempt"], links=links)
     return links
 

@@ -197,3 +197,15 @@ def test_a_retried_failure_path_repeats_no_side_effect(sandbox):
     branches = sandbox.github._git("for-each-ref", "--format=%(refname:short)", "refs/heads/hubflow/").split()
     assert len(branches) == 1
     assert len(sandbox.github.comments[pr["number"]]) == 1
+
+
+def test_promotion_mode_merge_merges_the_verified_revision(sandbox):
+    sandbox.baseline()
+    text = sandbox.settings_file.read_text()
+    sandbox.settings_file.write_text(text.replace("revert:\n", "promotion:\n  mode: merge\nrevert:\n"))
+    pr = sandbox.github.merge_feature("Tune rhub", {"deployments/rhub/config/common.yaml": "a: 3\n"})
+    run = sandbox.run("staging")
+    assert run.state == "success", states(run)
+    (promotion,) = promotion_pulls(sandbox)
+    assert promotion["merged"]
+    assert sandbox.github._git("merge-base", "--is-ancestor", pr["merge_commit_sha"], "prod") == ""

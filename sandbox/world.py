@@ -1,0 +1,126 @@
+"""The local world hubflow runs against here: what stands in for GitHub and a cluster, plus the real parts.
+
+Real: git (a bare `origin` served over smart HTTP by the GitHub emulator), JupyterHub (one local hub answers for
+every hub URL), the OCI registry (Debian's docker-registry), the ledger (SQLite). Emulated: GitHub and the
+Kubernetes API. `connections()` gives Airflow every connection as AIRFLOW_CONN_* variables, the way an operator
+would configure a real deployment. Used by the end-to-end tests and by `make demo`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sandbox.github_emulator import TOKEN, GitHubEmulator
+from sandbox.jupyterhub_local import LocalHub
+from sandbox.k8s_emulator import K8sEmulator
+from sandbox.registry_server import RegistryServer
+from sandbox.sample_repo import make_sample_repo
+
+SETTINGS = """\
+repository:
+  github: datahub/datahub
+  clone_url: {clone_url}
+  github_conn_id: github_default
+environments:
+  - name: staging
+    branch: staging
+    kubernetes_conn_id: kubernetes_staging
+    hub_url: "{hub_url}"
+    smoke_token_conn_id: hubflow_smoke
+  - name: prod
+    branch: prod
+    kubernetes_conn_id: kubernetes_prod
+    hub_url: "{hub_url}"
+    smoke_token_conn_id: hubflow_smoke
+    build_images: false
+revert:
+  mode: merge
+schedules:
+  poll_interval_seconds: {poll}
+timeouts:
+  pod_startup_seconds: 5
+  smoke_seconds: 60
+pods:
+  namespace: hubflow
+  deferrable: {deferrable}
+"""
+
+
+class Cluster:
+    """The long-lived services: Kubernetes emulator, registry and JupyterHub (started once per test session)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.k8s = K8sEmulator().start()
+        self.kubeconfig = self.k8s.write_kubeconfig(self.root / "kubeconfig")
+        self.registry = RegistryServer(self.root / "registry").start()
+        self.hub = LocalHub(self.root / "hub").start()
+
+    def connections(self) -> dict[str, str]:
+        return {
+            "AIRFLOW_CONN_KUBERNETES_STAGING": self.k8s.connection(self.kubeconfig),
+            "AIRFLOW_CONN_KUBERNETES_PROD": self.k8s.connection(self.kubeconfig),
+            "AIRFLOW_CONN_HUBFLOW_REGISTRY": json.dumps({"conn_type": "generic", "host": "127.0.0.1",
+                                                         "port": self.registry.port, "schema": "http"}),
+            "AIRFLOW_CONN_HUBFLOW_SMOKE": json.dumps({"conn_type": "generic", "password": self.hub.token}),
+        }
+
+    def upgrades_succeed(self, previous: int = 3) -> None:
+        """Helm upgrade pods succeed and report revisions previous -> previous + 1 (what the runner writes)."""
+        self.k8s.script({"hubflow.io/kind": "upgrade"}, xcom={"previous_revision": previous,
+                                                            "revision": previous + 1, "status": "deployed"},
+                        logs=["release upgraded"])
+        self.k8s.script({"hubflow.io/kind": "rollback"}, xcom={"revision": previous + 2, "status": "deployed"},
+                        logs=["rolled back"])
+
+    def stop(self) -> None:
+        self.hub.stop()
+        self.registry.stop()
+        self.k8s.stop()
+
+
+class Deployment:
+    """One deployment repository with its GitHub, settings and ledger, on a `Cluster`."""
+
+    def __init__(self, root: Path, cluster: Cluster, poll_seconds: int = 60, deferrable: bool = False):
+        self.root = Path(root)
+        self.cluster = cluster
+        make_sample_repo(self.root / "work", bare=self.root / "origin.git", registry=cluster.registry.host)
+        self.github = GitHubEmulator(self.root / "origin.git").start()
+        self.settings_file = self.root / "hubflow.yaml"
+        self.settings_file.write_text(SETTINGS.format(clone_url=self.github.clone_url, hub_url=cluster.hub.url,
+                                                      poll=poll_seconds, deferrable=str(deferrable).lower()))
+        self.ledger_url = f"sqlite:///{self.root}/ledger.db"
+
+    def environment(self) -> dict[str, str]:
+        """Everything Airflow and hubflow need to reach this world."""
+        return {
+            **self.cluster.connections(),
+            "HUBFLOW_CONFIG": str(self.settings_file),
+            "HUBFLOW_CACHE": str(self.root / "cache"),
+            "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps({"conn_type": "github", "host": self.github.url,
+                                                       "password": TOKEN}),
+            "AIRFLOW_CONN_HUBFLOW_LEDGER": json.dumps({"conn_type": "generic", "extra": {"url": self.ledger_url}}),
+        }
+
+    def ledger(self):
+        from hubflow.ledger import Ledger
+
+        return Ledger(self.ledger_url)
+
+    def baseline(self) -> str:
+        """Both environments run the initial revision, verified, with its images in the registry."""
+        from hubflow.git import Repo
+        from hubflow.plan import make_plan
+
+        repo = Repo(self.github.bare)
+        head = repo.resolve("staging")[0]
+        for image in make_plan(repo, None, head, "hubflow-fleet.yaml").images:
+            self.cluster.registry.push(image.repository.split("/", 1)[1], image.tag)
+        book = self.ledger()
+        for env in ("staging", "prod"):
+            book.finish(book.start(env, head, None, repo.tree_id(head), "baseline"), "success", "baseline")
+        return head
+
+    def stop(self) -> None:
+        self.github.stop()
