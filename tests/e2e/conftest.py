@@ -14,11 +14,11 @@ DAGS = ROOT / "dags"
 class Sandbox:
     """One scenario's world, with what the tests read: pods asked for, GitHub's state, the ledger, the log."""
 
-    def __init__(self, deployment, capture):
+    def __init__(self, deployment, capture, caplog):
         self.deployment = deployment
         self.github = deployment.github
         self.k8s = deployment.cluster.k8s
-        self.capture = capture
+        self.capture, self.caplog = capture, caplog
         self.log = ""
 
     def __getattr__(self, name):  # baseline, ledger, ...
@@ -30,9 +30,11 @@ class Sandbox:
     def run(self, env: str, **conf):
         """One deploy run of `env`, as the REST API or the form would start it; its log lands in `self.log`."""
         self.capture.readouterr()
+        self.caplog.clear()
         run = airflow_support.run_dag(DAGS, f"hubflow_deploy_{env}", conf=conf or None)
         out = self.capture.readouterr()
-        self.log = out.out + out.err
+        # task logs reach stdout, or the logging handlers when an earlier test configured logging
+        self.log = out.out + out.err + self.caplog.text
         return run
 
     def pods(self, kind: str, env: str | None = None) -> list[dict]:
@@ -52,7 +54,7 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def sandbox(cluster, tmp_path, monkeypatch, capfd):
+def sandbox(cluster, tmp_path, monkeypatch, capfd, caplog):
     """A fresh deployment repository, GitHub emulator, ledger and settings for one scenario."""
     from sandbox.world import Deployment
 
@@ -61,5 +63,5 @@ def sandbox(cluster, tmp_path, monkeypatch, capfd):
     deployment = Deployment(tmp_path, cluster)
     for key, value in deployment.environment().items():
         monkeypatch.setenv(key, value)
-    yield Sandbox(deployment, capfd)
+    yield Sandbox(deployment, capfd, caplog)
     deployment.stop()

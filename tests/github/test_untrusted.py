@@ -61,8 +61,11 @@ def recorded_argv(monkeypatch):
 
 
 def test_the_token_reaches_github_and_git_but_no_log_line_argv_or_error(gh, emulator, caplog, capfd,
-                                                                       recorded_argv):
+                                                                       recorded_argv, monkeypatch):
     caplog.set_level(logging.DEBUG)  # PyGithub logs every request and response at DEBUG
+    for name in ("github", "hubflow"):  # Airflow's logging set-up, done by an earlier test, may have disabled them
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     good = emulator.head("staging")
     a = emulator.merge_feature("A", {PRIMARY: "a\n"})
     gh.set_status("staging", a["merge_commit_sha"], "success", "http://airflow/run/1", "verified")
