@@ -93,12 +93,19 @@ class Airflow:
         raise SystemExit(f"{dag_id} did not finish within {timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+        """SIGINT to the group (standalone's own shutdown), then TERM and KILL to whatever it left behind."""
+        if not self.proc:
+            return
+        for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 5), (signal.SIGKILL, 0)):
             try:
-                self.proc.wait(30)
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                pass
+            time.sleep(min(grace, 2))
 
 
 def tasks_of(airflow: Airflow, dag_id: str, run_id: str) -> dict[str, str]:
@@ -145,6 +152,7 @@ def main() -> None:
                AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False", AIRFLOW__API__PORT=str(PORT),
                AIRFLOW__API__BASE_URL=API, PYTHONPATH=str(ROOT / "plugins"))
     airflow = Airflow(env)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything too, like Ctrl-C
     try:
         say(f"starting Airflow standalone on {API} (log: {HOME / 'standalone.log'})")
         airflow.start()
@@ -176,6 +184,8 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("stopping")
         airflow.stop()
         world.stop()

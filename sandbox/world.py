@@ -51,6 +51,7 @@ class Cluster:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.k8s = K8sEmulator().start()
         self.kubeconfig = self.k8s.write_kubeconfig(self.root / "kubeconfig")
         self.registry = RegistryServer(self.root / "registry").start()
