@@ -138,10 +138,16 @@ def main() -> None:
     from sandbox.world import Cluster, Deployment
 
     shutil.rmtree(HOME / "sandbox", ignore_errors=True)
+    for old in HOME.glob("airflow.db*"):  # runs and watcher state of an earlier sandbox would only confuse
+        old.unlink()
     (HOME / "sandbox").mkdir(parents=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything too, like Ctrl-C
     say("starting the sandbox: GitHub and Kubernetes emulators, a registry, a real JupyterHub")
     cluster = Cluster(HOME / "sandbox" / "cluster")
-    cluster.upgrades_succeed()
+    # pods that take a few seconds, as real ones do (an instant pod races Airflow's own deferral bookkeeping)
+    cluster.upgrades_succeed(seconds=4)
+    cluster.k8s.script({"hubflow.io/kind": "build"}, run_seconds=4, logs=["pushed"])
     world = Deployment(HOME / "sandbox" / "deployment", cluster, poll_seconds=5, deferrable=True)
     world.baseline()
     print(f"   origin {world.github.clone_url}; hub {cluster.hub.url}; registry {cluster.registry.url}")
@@ -152,7 +158,6 @@ def main() -> None:
                AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False", AIRFLOW__API__PORT=str(PORT),
                AIRFLOW__API__BASE_URL=API, PYTHONPATH=str(ROOT / "plugins"))
     airflow = Airflow(env)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything too, like Ctrl-C
     try:
         say(f"starting Airflow standalone on {API} (log: {HOME / 'standalone.log'})")
         airflow.start()

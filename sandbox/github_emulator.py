@@ -26,10 +26,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox.quiet_server import QuietServer
 
 TOKEN = "ghs_emulatorToken0123456789abcdefABCDEF"
 BOT = "hubflow-bot"
@@ -90,7 +92,7 @@ class GitHubEmulator:
         self._next_id = 1
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="github-emulator",
                                         daemon=True)

@@ -32,12 +32,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from sandbox.quiet_server import QuietServer
 
 SIDECAR = "airflow-xcom-sidecar"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
@@ -209,7 +211,7 @@ class K8sEmulator:
         self.created: list[dict] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietServer | None = None
 
     # ------------------------------------------------------------ control
 
@@ -219,7 +221,7 @@ class K8sEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="k8s-emulator", daemon=True).start()
         return self

@@ -66,13 +66,14 @@ class Cluster:
             "AIRFLOW_CONN_HUBFLOW_SMOKE": json.dumps({"conn_type": "generic", "password": self.hub.token}),
         }
 
-    def upgrades_succeed(self, previous: int = 3) -> None:
-        """Helm upgrade pods succeed and report revisions previous -> previous + 1 (what the runner writes)."""
+    def upgrades_succeed(self, previous: int = 3, seconds: float = 0.0) -> None:
+        """Helm upgrade pods succeed after `seconds` and report revisions previous -> previous + 1 (what the
+        runner writes); rollbacks succeed too."""
         self.k8s.script({"hubflow.io/kind": "upgrade"}, xcom={"previous_revision": previous,
                                                             "revision": previous + 1, "status": "deployed"},
-                        logs=["release upgraded"])
+                        logs=["release upgraded"], run_seconds=seconds)
         self.k8s.script({"hubflow.io/kind": "rollback"}, xcom={"revision": previous + 2, "status": "deployed"},
-                        logs=["rolled back"])
+                        logs=["rolled back"], run_seconds=seconds)
 
     def stop(self) -> None:
         self.hub.stop()
