@@ -41,9 +41,11 @@ def run_url(context: dict) -> str:
     """Link to this run in the Airflow UI (commit statuses and PR bodies point here)."""
     from airflow.configuration import conf
 
+    from urllib.parse import quote
+
     base = conf.get("api", "base_url", fallback="") or "http://localhost:8080"
     dag_run = context["dag_run"]
-    return f"{base.rstrip('/')}/dags/{dag_run.dag_id}/runs/{dag_run.run_id}"
+    return f"{base.rstrip('/')}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}"
 
 
 def who(context: dict) -> str:
@@ -51,14 +53,18 @@ def who(context: dict) -> str:
     return getattr(dag_run, "triggering_user_name", None) or f"{dag_run.run_type} run"
 
 
-def refuse(settings: Settings, env: Environment, revision: str | None, reason: str, context: dict) -> None:
-    """A run that must not go on: the ledger and GitHub say why, and the task fails without retries."""
+def refuse(settings: Settings, env: Environment, revision: str | None, reason: str, context: dict,
+           attempt: int | None = None) -> None:
+    """A run that must not go on: the ledger (this run's attempt, or a new one) and GitHub say why, and the task
+    fails without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     if revision:
         book = ledger(settings)
-        attempt = book.start(env.name, revision, None, None, context["dag_run"].run_id, who(context),
-                             context["params"].get("force_reason") or None)
+        if attempt is None:
+            force = context["params"].get("force_reason") or None
+            attempt = book.start(env.name, revision, None, None, context["dag_run"].run_id,
+                                 who(context) if force else None, force)
         book.finish(attempt, "refused", reason)
         github(settings).set_status(env.name, revision, "error", run_url(context), f"refused: {reason}")
     raise AirflowFailException(f"refused: {reason}")
@@ -126,11 +132,9 @@ def build_pods(settings: Settings, env: Environment, planned: dict, context: dic
     client = RegistryClient(credentials_from_connection(settings.registry.conn_id))
     images = [i for i in planned["plan"]["images"] if not client.exists(i["repository"], i["tag"])]
     if images and not env.build_images:
-        book = ledger(settings)
-        reason = (f"{env.name} never builds, and these images are not in the registry: "
-                  + ", ".join(f"{i['repository']}:{i['tag']}" for i in images))
-        book.finish(planned["attempt"], "refused", reason)
-        refuse(settings, env, None, reason, context)
+        refuse(settings, env, planned["plan"]["head"], f"{env.name} never builds, and these images are not in "
+               "the registry: " + ", ".join(f"{i['repository']}:{i['tag']}" for i in images), context,
+               planned["attempt"])
     names = {i["name"] for i in images}
     for image in planned["plan"]["images"]:
         log.info("image %s:%s %s", image["repository"], image["tag"],

@@ -209,3 +209,16 @@ def test_promotion_mode_merge_merges_the_verified_revision(sandbox):
     (promotion,) = promotion_pulls(sandbox)
     assert promotion["merged"]
     assert sandbox.github._git("merge-base", "--is-ancestor", pr["merge_commit_sha"], "prod") == ""
+
+
+def test_prod_never_builds_a_missing_image_refuses_the_run(sandbox):
+    sandbox.baseline()
+    pushed = sandbox.github.push("prod", "an image change nobody built",
+                                 {"images/primary/Dockerfile": "FROM scratch\n"})
+    run = sandbox.run("prod", force_reason="testing the registry check")
+    assert run.state == "failed"
+    assert states(run)["build_pods"] == "failed" and sandbox.pods("build") == [] and sandbox.pods("upgrade") == []
+    assert "prod never builds, and these images are not in the registry" in sandbox.log
+    attempt = sandbox.ledger().attempts("prod")[0]
+    assert (attempt.revision, attempt.outcome) == (pushed, "refused")
+    assert statuses(sandbox, pushed) == [("hubflow/prod", "error")]
