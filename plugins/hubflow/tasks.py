@@ -162,11 +162,15 @@ def verify(settings: Settings, env: Environment, target: dict, hub: str, context
 
 def conclude(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
     """What happened, read from the task states and XComs of build, deploy and verify."""
+    refused = {"outcome": "refused", "detail": "refused before any pod ran: nothing was touched"}
     if not planned:
-        return {"outcome": "refused", "detail": "refused before planning: nothing was touched"}
+        return refused
     ti, dag_run = context["ti"], context["dag_run"]
-    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=["build", "deploy", "verify"],
+    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=["build_pods", "upgrade_pods", "build", "deploy",
+                                                                 "verify"],
                                 run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    if any(states.get(task) != "success" for task in ("build_pods", "upgrade_pods")):
+        return refused
     n = len(planned["hubs"])
     deployed = [ti.xcom_pull(task_ids="deploy", map_indexes=i) for i in range(n)]
     verified = [ti.xcom_pull(task_ids="verify", key="result", map_indexes=i) for i in range(n)]
@@ -240,8 +244,8 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
 
     from hubflow import notify
 
-    if not (target and planned and outcome):  # refused or broken before the plan: see the failed task above
-        raise AirflowFailException(f"{env.name}: the run stopped before anything was deployed; "
+    if not (target and planned and outcome) or outcome["outcome"] == "refused":  # see the failed task above
+        raise AirflowFailException(f"{env.name}: the run was refused or stopped before anything was deployed; "
                                    f"{env.name} is unchanged")
     state = (aftermath or {}).get("state", "failed") if outcome["outcome"] == "failed" else "success"
     line = lifecycle.final_line(env.name, target, outcome, aftermath)
