@@ -63,9 +63,11 @@ def recorded_argv(monkeypatch):
 def test_the_token_reaches_github_and_git_but_no_log_line_argv_or_error(gh, emulator, caplog, capfd,
                                                                        recorded_argv, monkeypatch):
     caplog.set_level(logging.DEBUG)  # PyGithub logs every request and response at DEBUG
-    for name in ("github", "hubflow"):  # Airflow's logging set-up, done by an earlier test, may have disabled them
+    # Airflow's logging set-up, done by an earlier test in this process, disables the loggers that existed then
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("github", "hubflow", "urllib3")]:
         monkeypatch.setattr(logging.getLogger(name), "disabled", False)
         monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        caplog.set_level(logging.DEBUG, logger=name)
     good = emulator.head("staging")
     a = emulator.merge_feature("A", {PRIMARY: "a\n"})
     gh.set_status("staging", a["merge_commit_sha"], "success", "http://airflow/run/1", "verified")
