@@ -116,7 +116,7 @@ def _stage(states: dict[str, str], task: str) -> dict[str, str]:
     return {k: v for k, v in states.items() if k == task or k.startswith(f"{task}_")}
 
 
-def _index(key: str) -> int | None:
+def map_index_of(key: str) -> int | None:
     tail = key.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else None
 
@@ -130,9 +130,9 @@ def conclude(env: Environment, target: dict, planned: dict, states: dict[str, st
                 for hub, d in zip(hubs, deployed)]
     verification = {hub: v for hub, v in zip(hubs, verified) if v}
     failed_builds = [planned["build"][i]["labels"].get("hubflow.io/image", f"#{i}")
-                     for k, s in _stage(states, "build").items() if s == "failed" and (i := _index(k)) is not None]
+                     for k, s in _stage(states, "build").items() if s == "failed" and (i := map_index_of(k)) is not None]
     failed_deploys = [hubs[i] for k, s in _stage(states, "deploy").items()
-                      if s == "failed" and (i := _index(k)) is not None]
+                      if s == "failed" and (i := map_index_of(k)) is not None]
     failed_checks = {hub: [c for c in v["checks"] if c["status"] == "failed"]
                      for hub, v in verification.items() if not v["ok"]}
     rev = target["revision"][:12]
@@ -169,17 +169,24 @@ def failure_comment(env: str, revision: str, outcome: dict, note: str, links: di
     return "\n".join(lines) + "\n"
 
 
-def final_line(env: str, target: dict, outcome: dict, aftermath: dict | None) -> str:
+def final_line(env: str, target: dict, outcome: dict, aftermath: dict | None,
+               rollback_failed: list[str] = ()) -> str:
     """One line for the end of the log, the ledger and Slack: what happened and what runs in `env` now."""
     rev = target["revision"][:12]
     if outcome["outcome"] == "success":
         return f"{env}: {outcome['detail']}; {env} now runs {rev}"
-    rolled = [r["hub"] for r in outcome["releases"] if r["upgraded"] and r["previous_revision"]]
+    rolled = [r["hub"] for r in outcome["releases"]
+              if r["upgraded"] and r["previous_revision"] and r["hub"] not in rollback_failed]
     back = (f"hub(s) {', '.join(rolled)} rolled back to their previous helm revisions" if rolled
-            else "no hub was left upgraded")
+            else "no hub was left upgraded" if not rollback_failed else "")
+    if rollback_failed:
+        back += (f"{'; ' if back else ''}the ROLLBACK FAILED for hub(s) {', '.join(rollback_failed)}: they may still "
+                 f"run {rev}, check `helm history` and roll back by hand")
     base = target["base"][:12] if target.get("base") else "nothing (first deploy)"
+    now = (f"{env} runs {base} again" if not rollback_failed
+           else f"{env} runs {base} except hub(s) {', '.join(rollback_failed)}")
     return (f"{env}: {rev} FAILED at {outcome['stage']}: {outcome['detail']}; {back}; {rev} is held; "
-            f"{(aftermath or {}).get('note', 'no revert was made')}; {env} runs {base} again")
+            f"{(aftermath or {}).get('note', 'no revert was made')}; {now}")
 
 
 def failed_task_line(task_id: str, map_index: int, error: str) -> str:

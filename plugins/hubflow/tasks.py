@@ -143,7 +143,7 @@ def build_pods(settings: Settings, env: Environment, planned: dict, context: dic
 
 
 def hub_of(spec: dict) -> str:
-    """The hub an upgrade pod is for (hub names are valid label values, so the label is the name)."""
+    """The hub a helm pod is for (hub names are valid label values, so the label is the name)."""
     return spec["labels"]["hubflow.io/hub"]
 
 
@@ -248,7 +248,9 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
         raise AirflowFailException(f"{env.name}: the run was refused or stopped before anything was deployed; "
                                    f"{env.name} is unchanged")
     state = (aftermath or {}).get("state", "failed") if outcome["outcome"] == "failed" else "success"
-    line = lifecycle.final_line(env.name, target, outcome, aftermath)
+    failed_rollbacks = _failed_rollbacks(context) if state != "success" else []
+    state = "stopped" if failed_rollbacks else state
+    line = lifecycle.final_line(env.name, target, outcome, aftermath, failed_rollbacks)
     ledger(settings).finish(planned["attempt"], "success" if state == "success" else "failed", line)
     links = dict((aftermath or {}).get("links") or {}, run=run_url(context))
     notify.send(settings, notify.outcome_message(env.name, target["revision"], state, line, links))
@@ -256,6 +258,16 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
         raise AirflowFailException(line)  # the run shows failed, and this line ends its log
     log.info("%s", line)
     return line
+
+
+def _failed_rollbacks(context: dict) -> list[str]:
+    """The hubs whose rollback pod failed in this run."""
+    ti, dag_run = context["ti"], context["dag_run"]
+    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=["rollback"],
+                                run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    specs = ti.xcom_pull(task_ids="rollback_pods") or []
+    return [hub_of(specs[i]) for key, state in states.items()
+            if state == "failed" and (i := lifecycle.map_index_of(key)) is not None and i < len(specs)]
 
 
 def on_failure(context: dict) -> None:

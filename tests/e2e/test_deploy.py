@@ -222,3 +222,15 @@ def test_prod_never_builds_a_missing_image_refuses_the_run(sandbox):
     attempt = sandbox.ledger().attempts("prod")[0]
     assert (attempt.revision, attempt.outcome) == (pushed, "refused")
     assert statuses(sandbox, pushed) == [("hubflow/prod", "error")]
+
+
+def test_a_failed_rollback_is_named_and_stops_the_line(sandbox):
+    sandbox.baseline()
+    sandbox.k8s.script({"hubflow.io/kind": "rollback"}, exit_code=1, logs=["Error: timed out waiting for the condition"])
+    pr = bad_merge(sandbox)
+    run = sandbox.run("staging")
+    assert run.state == "failed" and states(run)["rollback[0]"] == "failed"
+    assert "the ROLLBACK FAILED for hub(s) biology" in sandbox.log
+    assert "staging runs" in sandbox.log and "except hub(s) biology" in sandbox.log
+    attempt = sandbox.ledger().attempts("staging")[0]
+    assert attempt.revision == pr["merge_commit_sha"] and "ROLLBACK FAILED" in attempt.detail
