@@ -82,7 +82,7 @@ class Airflow:
         deadline, triggered = time.monotonic() + timeout, False
         started = time.monotonic()
         while time.monotonic() < deadline:
-            new = [r for r in self.runs(dag_id) if r["dag_run_id"] not in known]
+            new = [r for r in reversed(self.runs(dag_id)) if r["dag_run_id"] not in known]  # oldest first
             if new and new[0]["state"] in ("success", "failed"):
                 return new[0]
             if not new and not triggered and time.monotonic() - started > 60:
@@ -181,6 +181,11 @@ def main() -> None:
             "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.5.2\nhubflow-no-such-package==1.0\n"})
         run = airflow.wait_for_run(dag, known, bad["merge_commit_sha"])
         report(world, airflow, dag, run, bad["merge_commit_sha"])
+
+        say("the merged revert moves staging again: its run redeploys and verifies what the failed run touched")
+        known.add(run["dag_run_id"])
+        revert = world.github.head("staging")
+        report(world, airflow, dag, airflow.wait_for_run(dag, known, revert), revert)
 
         say(f"the Airflow UI: {API}  login admin / {airflow.password()}")
         print("   GitHub emulator:", world.github.url, " JupyterHub:", cluster.hub.url)
