@@ -30,11 +30,12 @@ def github(settings: Settings):
     return GitHub.connect(settings)
 
 
-def mirror(settings: Settings):
+def mirror(settings: Settings, have: str | None = None):
+    """The worker's mirror of the deployment repository, fetched unless it already holds `have`."""
     from hubflow.connections import github_token
     from hubflow.mirror import sync
 
-    return sync(settings, github_token(settings.repository.github_conn_id))
+    return sync(settings, github_token(settings.repository.github_conn_id), have=have)
 
 
 def run_url(context: dict) -> str:
@@ -109,7 +110,7 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
 
     t = lifecycle.Target(**target)
     book = ledger(settings)
-    the_plan = lifecycle.plan(settings, mirror(settings), t, book)
+    the_plan = lifecycle.plan(settings, mirror(settings, t.revision), t, book)
     log.info("%s", format_plan(the_plan))
     force = context["params"].get("force_reason") or None
     attempt = book.start(env.name, t.revision, t.base, t.tree, context["dag_run"].run_id,
@@ -152,7 +153,8 @@ def verify(settings: Settings, env: Environment, target: dict, hub: str, context
 
     from hubflow.smoke_task import verify_hub
 
-    result = verify_hub(settings, env.name, hub, mirror(settings), target["base"], target["revision"])
+    result = verify_hub(settings, env.name, hub, mirror(settings, target["revision"]), target["base"],
+                        target["revision"])
     context["ti"].xcom_push(key="result", value=result)
     if not result["ok"]:
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in result["checks"] if c["status"] == "failed")
