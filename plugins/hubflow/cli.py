@@ -95,8 +95,8 @@ def _ledger(args: argparse.Namespace, settings: config.Settings):
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.env and args.env not in [e.name for e in settings.environments]:
-        _unknown_env(settings, args.env)
+    if args.env:
+        settings.environment(args.env)  # an unknown name is an error that lists the configured ones
     book = _ledger(args, settings)
     attempts = book.attempts(args.env, args.limit)
     if args.json:
@@ -134,8 +134,7 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     from hubflow.freeze import variable_name
 
     settings = _settings(args)
-    if args.env not in [e.name for e in settings.environments]:
-        _unknown_env(settings, args.env)
+    settings.environment(args.env)  # an unknown name is an error that lists the configured ones
     if args.off:
         Variable.delete(variable_name(args.env))
         print(f"{args.env} is no longer frozen by hand (configured windows still apply)")
@@ -145,10 +144,6 @@ def cmd_freeze(args: argparse.Namespace) -> int:
         Variable.set(variable_name(args.env), args.reason)
         print(f"{args.env} is frozen: no deploy or promotion until `hubflow freeze {args.env} --off`")
     return 0
-
-
-def _unknown_env(settings: config.Settings, name: str):
-    raise HubflowError(f"unknown environment {name!r}; configured: {[e.name for e in settings.environments]}")
 
 
 def build_parser() -> argparse.ArgumentParser:

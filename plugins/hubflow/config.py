@@ -32,6 +32,13 @@ class ConfigError(HubflowError):
         super().__init__("\n".join(f"{f}: {p or '(top level)'}: {r}" for f, p, r in problems))
 
 
+class UnknownEnvironment(HubflowError, KeyError):
+    """A name that is not one of the configured environments (a KeyError too, for lookups that expect one)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -203,7 +210,7 @@ class Settings(_Model):
         for env in self.environments:
             if env.name == name:
                 return env
-        raise KeyError(f"unknown environment {name!r}; configured: {[e.name for e in self.environments]}")
+        raise UnknownEnvironment(f"unknown environment {name!r}; configured: {[e.name for e in self.environments]}")
 
     def next_environment(self, name: str) -> Environment | None:
         """The environment a verified revision of `name` promotes to (promotion order = list order)."""

@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 from hubflow import pods
 from hubflow.config import Settings, load_settings
-from hubflow.errors import HubflowError
 from hubflow.git import Repo
 from hubflow.plan import make_plan
 
@@ -30,10 +29,7 @@ def _prune(value: Any) -> Any:
 def render_deploy(settings: Settings, env_name: str, repo: Repo, head: str,
                   base: str | None = None) -> list[tuple[str, dict]]:
     """(comment, Pod manifest) for every build and upgrade pod of a deploy of base..head to `env_name`."""
-    try:
-        env = settings.environment(env_name)
-    except KeyError as exc:
-        raise HubflowError(exc.args[0]) from None
+    env = settings.environment(env_name)
     envs = [e.name for e in settings.environments]
     plan = make_plan(repo, base, head, settings.repository.fleet_file, envs)
     per_kind = pods.deploy_pods(settings, env, plan,
