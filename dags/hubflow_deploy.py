@@ -11,10 +11,11 @@ import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow import tasks
-from hubflow.config import Environment, Settings, load_settings
-from hubflow.pods import HubflowPodOperator, partial_kwargs
-from hubflow.triggers import BranchHeadTrigger
+from hubflow.airflow import tasks
+from hubflow.core.config import Environment, Settings, load_settings
+from hubflow.airflow.operators import HubflowPodOperator
+from hubflow.k8s.pods import operator_kwargs as partial_kwargs
+from hubflow.airflow.triggers import BranchHeadTrigger
 
 DOC = """
 ### Deploy {env}

@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from hubflow import config
-from hubflow.errors import HubflowError
-from hubflow.git import Repo
-from hubflow.plan import format_plan, make_plan, parse_fleet_discovery, read_fleet
+from hubflow.core import config
+from hubflow.core.errors import HubflowError
+from hubflow.clients.git import Repo
+from hubflow.core.plan import format_plan, make_plan, parse_fleet_discovery, read_fleet
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -79,11 +79,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _ledger(args: argparse.Namespace, settings: config.Settings):
     """The ledger at --ledger, $HUBFLOW_LEDGER_URL, or the Airflow connection the settings name."""
-    from hubflow.ledger import Ledger
+    from hubflow.clients.ledger import Ledger
 
     url = args.ledger or os.environ.get("HUBFLOW_LEDGER_URL")
     if not url:
-        from hubflow.connections import ledger_url
+        from hubflow.airflow.hooks import ledger_url
 
         try:
             url = ledger_url(settings.ledger.conn_id)
@@ -131,7 +131,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_freeze(args: argparse.Namespace) -> int:
     from airflow.models import Variable
 
-    from hubflow.freeze import variable_name
+    from hubflow.core.freeze import variable_name
 
     settings = _settings(args)
     settings.environment(args.env)  # an unknown name is an error that lists the configured ones
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
 
     def cmd_webhook(args: argparse.Namespace) -> int:  # the relay's HTTP client loads only for this command
-        from hubflow.webhook import cli_main
+        from hubflow.airflow.webhook import cli_main
 
         return cli_main(args)
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     def cmd_render(args: argparse.Namespace) -> int:  # Airflow's pod operator loads only for this command
-        from hubflow.render import command as render
+        from hubflow.k8s.render import command as render
 
         return render(args)
 
@@ -224,8 +224,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     import os
 
     # requests and websocket-client load only for this command
-    from hubflow.packages import parse_package
-    from hubflow.smoke import Check, SmokeError, format_check, parse_notebook, verify
+    from hubflow.core.packages import parse_package
+    from hubflow.clients.jupyterhub import Check, SmokeError, format_check, parse_notebook, verify
 
     packages = [parse_package(p, "--packages") for p in args.packages]
     notebook = None

@@ -1,38 +1,21 @@
 """The verification as the lifecycle's Airflow task runs it: one hub, one environment, one revision range.
 
 It works out what to check from git (the packages the hub's images added or changed in base..head, the hub's
-always-check list, its notebook at head), takes the token from the environment's Airflow connection, logs each
+always-check list, its notebook at head), logs each
 check as it runs, and returns the result as a JSON-serialisable dict for XCom and the ledger. It does not raise
-when a check fails: the decide step reads `ok`. Airflow is imported only when the token is looked up.
+when a check fails: the decide step reads `ok`. The token is given (hubflow.airflow.hooks.smoke_token reads it).
 """
 from __future__ import annotations
 
 import logging
-import os
 
-from hubflow.config import Fleet, Settings, Smoke
-from hubflow.git import Repo
-from hubflow.packages import hub_packages
-from hubflow.plan import read_fleet
-from hubflow.smoke import Check, Notebook, SmokeError, format_check, parse_notebook, verify
+from hubflow.core.config import Fleet, Settings, Smoke
+from hubflow.clients.git import Repo
+from hubflow.core.packages import hub_packages
+from hubflow.core.plan import read_fleet
+from hubflow.clients.jupyterhub import Check, Notebook, SmokeError, format_check, parse_notebook, verify
 
 log = logging.getLogger(__name__)
-TOKEN_ENV = "HUBFLOW_SMOKE_TOKEN"
-
-
-def smoke_token(conn_id: str) -> str:
-    """The password of Airflow connection `conn_id`, else $HUBFLOW_SMOKE_TOKEN; never an argument, never logged."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        token = Connection.get(conn_id).password
-    except AirflowNotFoundException:
-        token = None
-    token = token or os.environ.get(TOKEN_ENV)
-    if not token:
-        raise SmokeError(f"no smoke token: Airflow connection {conn_id!r} has no password and {TOKEN_ENV} is not set")
-    return token
 
 
 def read_notebook(repo: Repo, rev: str, path: str) -> Notebook:
@@ -43,7 +26,7 @@ def read_notebook(repo: Repo, rev: str, path: str) -> Notebook:
 
 
 def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base: str | None, head: str,
-               fleet: Fleet | None = None) -> dict:
+               token: str, fleet: Fleet | None = None) -> dict:
     """Verify `hub` in `environment` after deploying `head` over `base` (nightly: base == head, the always-check list).
 
     `fleet` is the fleet at head when the caller has it (plan.fleet); otherwise it is read from git. The checks get
@@ -69,7 +52,7 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
         else:
             (log.warning if check.status == "failed" else log.info)("%s", format_check(check))
 
-    result = verify(url, smoke_token(env.smoke_token_conn_id), packages, notebook, timeout, report)
+    result = verify(url, token, packages, notebook, timeout, report)
     log.info("hub %s in %s: %s in %.1fs", hub, environment, "verified" if result.ok else "FAILED", result.seconds)
     return dict(result.to_dict(), hub=hub, environment=environment, revision=head,
                 packages=[str(p) for p in packages], notebook=smoke.notebook)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from hubflow.config import ConfigError, Fleet, Hub, glob_match, parse_fleet, parse_yaml
-from hubflow.errors import HubflowError
-from hubflow.git import Repo
+from hubflow.core.config import ConfigError, Fleet, Hub, glob_match, parse_fleet, parse_yaml
+from hubflow.core.errors import HubflowError
+
+if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
+    from hubflow.clients.git import Repo
 
 
 class PlanError(HubflowError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hubflow.config import Environment
+from hubflow.core.config import Environment
 
 
 def variable_name(env: str) -> str:

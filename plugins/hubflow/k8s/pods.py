@@ -1,33 +1,31 @@
 """Pods that change or read a cluster: image builds, helm upgrades, rollbacks and status reads.
 
-One home for pod construction. The lifecycle runs each kind as a mapped task:
+One home for pod construction, with no Airflow import (so `hubflow render` stays fast). The lifecycle runs each
+kind as a mapped task:
 
-    HubflowPodOperator.partial(task_id="deploy", **partial_kwargs(settings, env, "upgrade")) \
+    HubflowPodOperator.partial(task_id="deploy", **operator_kwargs(settings, env, "upgrade")) \
         .expand_kwargs(pods_from_xcom)
 
-`partial_kwargs` holds what is the same for every pod of a kind in an environment (image, command, service account,
-secrets as Kubernetes Secret references, volumes, resources, timeouts, modes); `build_pod`, `helm_upgrade_pod`,
-`helm_rollback_pod` and `helm_status_pod` return what differs per pod as JSON-serialisable dicts (name, labels,
-arguments, init containers), so they travel through XCom. User-controlled strings (hub names, revisions, paths from
-git) only ever appear as separate argv items, never in a shell command line, and never pass through Jinja:
-Airflow 3.3 renders values that arrive through expand_kwargs, so `HubflowPodOperator` renders no fields at all.
+`base_pod` is what every pod of a kind in an environment shares (image, command, service account, secrets as
+Kubernetes Secret references, volumes, resources, deadline); `build_pod`, `helm_upgrade_pod`, `helm_rollback_pod`
+and `helm_status_pod` return what differs per pod as JSON-serialisable dicts (name, labels, arguments, init
+containers), so they travel through XCom; `compose` joins the two into the Pod. User-controlled strings (hub
+names, revisions, paths from git) only ever appear as separate argv items, never in a shell command line, and never
+pass through Jinja: Airflow 3.3 renders values that arrive through expand_kwargs, so the operator renders no fields.
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import hashlib
-import io
 import posixpath
 import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
-from hubflow.config import Environment, Resources, Settings
-from hubflow.errors import HubflowError
-from hubflow.git import Repo
-from hubflow.plan import Plan, PlanError, make_plan
+from hubflow.core.config import Environment, Resources, Settings
+from hubflow.core.errors import HubflowError
+from hubflow.clients.git import Repo
+from hubflow.core.plan import Plan, PlanError, make_plan
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
@@ -41,6 +39,8 @@ RUNNER = "hubflow-runner"
 SOPS_SECRET = "hubflow-sops"  # optional Secret: its keys become the upgrade pod's environment for sops
 BUILDER_HOME = "/home/user"
 STARTUP_MARGIN_SECONDS = 600  # clone, chart dependencies and image pulls before helm's own timeout starts
+EXECUTION_MARGIN_SECONDS = 120  # the task outlives its pod's deadline: the operator reads the final state and logs
+BASE_CONTAINER = "base"  # the container the pod operator watches and reads logs from
 
 # A fixed script: the repository URL, revision and target folder arrive as positional parameters ($1 $2 $3), never
 # inside the script text, and after `--`, so none can be read as an option. The token is read from the environment
@@ -121,83 +121,119 @@ def _restricted() -> k8s.V1SecurityContext:
 
 
 def pod_seconds(settings: Settings, kind: str) -> int:
-    """How long a pod of `kind` may run (Kubernetes activeDeadlineSeconds)."""
+    """How long a pod of `kind` may run (Kubernetes activeDeadlineSeconds): helm's worst case plus the start-up.
+
+    `upgrade --wait --rollback-on-failure` may wait `helm_seconds` for the upgrade and as long again for the
+    rollback; recovering a pending release first adds one more rollback. A deadline shorter than that would kill
+    helm mid-rollback and leave the release in pending-rollback.
+    """
     t = settings.timeouts
-    return {"build": t.build_seconds, "upgrade": t.helm_seconds + STARTUP_MARGIN_SECONDS,
-            "rollback": t.helm_seconds + STARTUP_MARGIN_SECONDS, "status": STARTUP_MARGIN_SECONDS}[kind]
+    helm_runs = {"build": 0, "upgrade": 2 + int(settings.pods.recover_pending), "rollback": 1, "status": 0}[kind]
+    if kind == "build":
+        return t.build_seconds
+    return helm_runs * t.helm_seconds + STARTUP_MARGIN_SECONDS
 
 
-def partial_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
-    """Keyword arguments of `HubflowPodOperator.partial()` for the pods of `kind` in `env`."""
-    if kind not in KINDS:
-        raise PodSpecError(f"unknown pod kind {kind!r}; known: {list(KINDS)}")
-    p = settings.pods
-    deadline = pod_seconds(settings, kind)
+def operator_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
+    """Keyword arguments of the pod operator's `partial()` for the pods of `kind` in `env`: how the operator runs
+    and watches a pod (connection, modes, timeouts) plus `base_pod`, the part of the Pod every pod of `kind` shares.
+
+    Plain values only, so this layer needs no Airflow; the operator composes `base_pod` with each pod's own part.
+    """
+    base = base_pod(settings, env, kind)
     subject = "image" if kind == "build" else "hub"
-    common: dict[str, Any] = dict(
+    return dict(
+        base_pod=base,
         # the UI names each mapped pod after its hub or image (a sanitised label: its output is not re-rendered)
         map_index_template=f"{{{{ task.labels['{LABEL}{subject}'] }}}}",
         kubernetes_conn_id=env.kubernetes_conn_id,
-        namespace=p.namespace,
-        service_account_name=env.service_account,
-        deferrable=p.deferrable,
+        deferrable=settings.pods.deferrable,
         durable=True,
         on_finish_action="delete_succeeded_pod",
         on_kill_action="delete_pod",
         startup_timeout_seconds=settings.timeouts.pod_startup_seconds,
         schedule_timeout_seconds=settings.timeouts.pod_startup_seconds,
-        active_deadline_seconds=deadline,
-        execution_timeout=timedelta(seconds=deadline + settings.timeouts.pod_startup_seconds + 120),
+        execution_timeout=timedelta(seconds=pod_seconds(settings, kind) + settings.timeouts.pod_startup_seconds
+                                    + EXECUTION_MARGIN_SECONDS),
         get_logs=True,
         log_events_on_failure=True,
-        image_pull_policy="IfNotPresent",
-        security_context=k8s.V1PodSecurityContext(fs_group=1000, seccomp_profile=k8s.V1SeccompProfile(
-            type="RuntimeDefault")),
+        init_container_logs=kind in ("build", "upgrade"),
+        do_xcom_push=kind != "build",
+        termination_message_policy="FallbackToLogsOnError",
     )
+
+
+def base_pod(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
+    """What every pod of `kind` in `env` shares, as the API's JSON: image, command, service account, secrets as
+    Kubernetes Secret references, volumes, resources, security, deadline."""
+    if kind not in KINDS:
+        raise PodSpecError(f"unknown pod kind {kind!r}; known: {list(KINDS)}")
+    p = settings.pods
     workspace = k8s.V1Volume(name="workspace", empty_dir=k8s.V1EmptyDirVolumeSource())
     if kind == "build":
-        return common | dict(
+        container = k8s.V1Container(
+            name=BASE_CONTAINER,
             image=p.builder_image,
-            cmds=["buildctl-daemonless.sh"],
-            do_xcom_push=False,
-            automount_service_account_token=False,
-            init_container_logs=True,
-            container_resources=_resources(p.build_resources),
-            env_vars=[k8s.V1EnvVar(name="BUILDKITD_FLAGS", value="--oci-worker-no-process-sandbox"),
-                      k8s.V1EnvVar(name="DOCKER_CONFIG", value=f"{BUILDER_HOME}/.docker")],
-            volumes=[workspace,
-                     k8s.V1Volume(name="buildkit", empty_dir=k8s.V1EmptyDirVolumeSource()),
-                     k8s.V1Volume(name="registry", secret=k8s.V1SecretVolumeSource(
-                         secret_name=settings.registry.secret,
-                         items=[k8s.V1KeyToPath(key=".dockerconfigjson", path="config.json")]))],
+            command=["buildctl-daemonless.sh"],
+            image_pull_policy="IfNotPresent",
+            resources=_resources(p.build_resources),
+            env=[k8s.V1EnvVar(name="BUILDKITD_FLAGS", value="--oci-worker-no-process-sandbox"),
+                 k8s.V1EnvVar(name="DOCKER_CONFIG", value=f"{BUILDER_HOME}/.docker")],
             volume_mounts=[k8s.V1VolumeMount(name="workspace", mount_path=WORKSPACE, read_only=True),
                            k8s.V1VolumeMount(name="buildkit", mount_path=f"{BUILDER_HOME}/.local/share/buildkit"),
                            k8s.V1VolumeMount(name="registry", mount_path=f"{BUILDER_HOME}/.docker", read_only=True)],
             # rootless BuildKit needs its own user namespaces: no seccomp/AppArmor filter, but no privilege either
-            container_security_context=k8s.V1SecurityContext(
+            security_context=k8s.V1SecurityContext(
                 run_as_user=1000, run_as_group=1000, run_as_non_root=True,
                 seccomp_profile=k8s.V1SeccompProfile(type="Unconfined"),
-                app_armor_profile=k8s.V1AppArmorProfile(type="Unconfined")),
-        )
-    helm = common | dict(
-        image=p.runner_image,
-        cmds=[RUNNER],
-        do_xcom_push=True,
-        automount_service_account_token=True,  # helm talks to the cluster as this environment's service account
-        container_resources=_resources(p.resources),
-        container_security_context=_restricted(),
-        env_vars=[k8s.V1EnvVar(name="HOME", value="/tmp")],
-    )
-    if kind == "upgrade":
-        helm |= dict(
-            init_container_logs=True,
-            env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=SOPS_SECRET, optional=True))],
-            volumes=[workspace,
-                     k8s.V1Volume(name="decrypted", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))],
-            volume_mounts=[k8s.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
-                           k8s.V1VolumeMount(name="decrypted", mount_path="/decrypted")],
-        )
-    return helm
+                app_armor_profile=k8s.V1AppArmorProfile(type="Unconfined")))
+        volumes = [workspace,
+                   k8s.V1Volume(name="buildkit", empty_dir=k8s.V1EmptyDirVolumeSource()),
+                   k8s.V1Volume(name="registry", secret=k8s.V1SecretVolumeSource(
+                       secret_name=settings.registry.secret,
+                       items=[k8s.V1KeyToPath(key=".dockerconfigjson", path="config.json")]))]
+        automount = False
+    else:
+        container = k8s.V1Container(
+            name=BASE_CONTAINER,
+            image=p.runner_image,
+            command=[RUNNER],
+            image_pull_policy="IfNotPresent",
+            resources=_resources(p.resources),
+            security_context=_restricted(),
+            env=[k8s.V1EnvVar(name="HOME", value="/tmp")])
+        volumes = []
+        automount = True  # helm talks to the cluster as this environment's service account
+        if kind == "upgrade":
+            container.env_from = [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=SOPS_SECRET,
+                                                                                       optional=True))]
+            container.volume_mounts = [k8s.V1VolumeMount(name="workspace", mount_path=WORKSPACE),
+                                       k8s.V1VolumeMount(name="decrypted", mount_path="/decrypted")]
+            volumes = [workspace, k8s.V1Volume(name="decrypted", empty_dir=k8s.V1EmptyDirVolumeSource(
+                medium="Memory"))]
+    pod = k8s.V1Pod(
+        api_version="v1", kind="Pod",
+        metadata=k8s.V1ObjectMeta(namespace=p.namespace),
+        spec=k8s.V1PodSpec(
+            containers=[container],
+            service_account_name=env.service_account,
+            automount_service_account_token=automount,
+            restart_policy="Never",
+            active_deadline_seconds=pod_seconds(settings, kind),
+            security_context=k8s.V1PodSecurityContext(fs_group=1000, seccomp_profile=k8s.V1SeccompProfile(
+                type="RuntimeDefault")),
+            volumes=volumes or None))
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+def compose(base: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+    """The whole Pod: `base` (from `base_pod`) with one pod's name, labels, arguments and init containers."""
+    out = copy.deepcopy(base)
+    out["metadata"].update(name=pod["name"], labels=dict(pod["labels"]))
+    out["spec"]["containers"][0]["args"] = list(pod["arguments"])
+    if pod.get("init_containers"):
+        out["spec"]["initContainers"] = copy.deepcopy(pod["init_containers"])
+    return out
 
 
 # ---------------------------------------------------------------- what differs per pod (JSON, travels through XCom)
@@ -303,7 +339,7 @@ def helm_status_pod(settings: Settings, env: Environment, hub_name: str) -> dict
 
 def _fleet(plan: Plan):
     if plan.fleet is None:
-        raise PodSpecError("the plan carries no fleet: make it with hubflow.plan.make_plan")
+        raise PodSpecError("the plan carries no fleet: make it with hubflow.core.plan.make_plan")
     return plan.fleet
 
 
@@ -327,34 +363,3 @@ def deploy_pods(settings: Settings, env: Environment, plan: Plan, build: list[st
         if env.build_images else [],
         "upgrade": [helm_upgrade_pod(settings, env, plan, h.name) for h in plan.hubs],
     }
-
-
-# ---------------------------------------------------------------- the operator and the preview
-
-
-class HubflowPodOperator(KubernetesPodOperator):
-    """The KubernetesPodOperator with no templated fields.
-
-    Every field comes from the builders above and may carry user-controlled strings; Airflow 3.3 renders values
-    that arrive through expand_kwargs like any other, so a hub name or revision holding `{{ ... }}` would run as
-    a template. Nothing here needs Jinja. Init containers may be given as dicts (the JSON that crosses XCom).
-    """
-
-    template_fields = ()
-
-    def __init__(self, *, init_containers: list | None = None, **kwargs: Any):
-        if init_containers and any(isinstance(c, dict) for c in init_containers):
-            init_containers = PodGenerator.deserialize_model_dict(
-                {"spec": {"containers": [], "initContainers": init_containers}}).spec.init_containers
-        super().__init__(init_containers=init_containers, **kwargs)
-
-
-def pod_manifest(partial: dict[str, Any], pod: dict[str, Any], task_id: str = "pod") -> dict[str, Any]:
-    """The Pod the operator would create from these kwargs, as the API's JSON (no cluster, no credentials).
-
-    The connection is not read: the XCom sidecar shows the provider's default image, which a connection may change.
-    """
-    op = HubflowPodOperator(task_id=task_id, **{**partial, "kubernetes_conn_id": None}, **pod)
-    with contextlib.redirect_stdout(io.StringIO()):  # the operator logs "Building pod" to stdout: keep it clean
-        pod_obj = op.build_pod_request_obj(dry_run=True)
-    return ApiClient().sanitize_for_serialization(pod_obj)

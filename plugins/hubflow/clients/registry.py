@@ -5,7 +5,7 @@ a bearer-token challenge (`WWW-Authenticate: Bearer realm=...,service=...,scope=
 the credentials (or anonymously), a Basic challenge with the credentials. Not found is `False`; refused credentials,
 an unreachable registry and any other answer are distinct errors that name the registry and the image.
 
-No Airflow here: `RegistryClient` takes host/login/password; `credentials_from_connection` reads an Airflow connection.
+No Airflow here: `RegistryClient` takes host/login/password (hubflow.airflow.hooks reads them from a connection).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
-from hubflow.errors import HubflowError
+from hubflow.core.errors import HubflowError
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -179,16 +179,3 @@ class RegistryClient:
             raise RegistryError(f"the token service of {host} answered without a token")
         self._tokens[(host, path)] = token
         return headers | {"Authorization": f"Bearer {token}"}, None
-
-
-def credentials_from_connection(conn_id: str) -> Credentials:
-    """Registry credentials from an Airflow connection: host (with port, optionally with scheme), login, password."""
-    from airflow.sdk import Connection
-
-    conn = Connection.get(conn_id)
-    if not conn.host:
-        raise RegistryError(f"connection {conn_id!r} has no host: set it to the registry, e.g. ghcr.io")
-    host = conn.host if conn.port is None or "://" in conn.host else f"{conn.host}:{conn.port}"
-    if conn.schema in ("http", "https") and "://" not in host:
-        host = f"{conn.schema}://{host}"
-    return Credentials(host=host, login=conn.login, password=conn.password)

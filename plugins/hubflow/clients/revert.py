@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hubflow.git import GitError, Repo
+from hubflow.clients.git import GitError, Repo
 
 log = logging.getLogger(__name__)
 

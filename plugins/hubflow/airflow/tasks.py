@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hubflow import lifecycle
-from hubflow.config import Environment, Settings
-from hubflow.ledger import Ledger
+from hubflow.core import lifecycle
+from hubflow.core.config import Environment, Settings
+from hubflow.clients.ledger import Ledger
 
 log = logging.getLogger("hubflow")
 
@@ -19,21 +19,21 @@ log = logging.getLogger("hubflow")
 
 
 def ledger(settings: Settings) -> Ledger:
-    from hubflow.connections import ledger_url
+    from hubflow.airflow.hooks import ledger_url
 
     return Ledger(ledger_url(settings.ledger.conn_id))
 
 
 def github(settings: Settings):
-    from hubflow.github import GitHub
+    from hubflow.clients.github import GitHub
 
     return GitHub.connect(settings)
 
 
 def mirror(settings: Settings, have: str | None = None):
     """The worker's mirror of the deployment repository, fetched unless it already holds `have`."""
-    from hubflow.connections import github_token
-    from hubflow.mirror import sync
+    from hubflow.airflow.hooks import github_token
+    from hubflow.clients.mirror import sync
 
     return sync(settings, github_token(settings.repository.github_conn_id), have=have)
 
@@ -77,7 +77,7 @@ def refuse(settings: Settings, env: Environment, revision: str | None, reason: s
 def resolve(settings: Settings, env: Environment, context: dict) -> dict:
     from airflow.sdk import Variable
 
-    from hubflow.freeze import variable_name
+    from hubflow.core.freeze import variable_name
 
     requested = context["params"].get("revision") or None
     try:
@@ -105,8 +105,8 @@ def gate(settings: Settings, env: Environment, target: dict, context: dict) -> s
 
 def plan(settings: Settings, env: Environment, target: dict, context: dict) -> dict:
     """Plan the range, open the ledger attempt, mark the commit pending, and list the pods it may run."""
-    from hubflow import pods
-    from hubflow.plan import format_plan
+    from hubflow.k8s import pods
+    from hubflow.core.plan import format_plan
 
     t = lifecycle.Target(**target)
     book = ledger(settings)
@@ -128,7 +128,7 @@ def build_pods(settings: Settings, env: Environment, planned: dict, context: dic
 
     An environment that never builds fails here, before any hub is touched, when an image is missing.
     """
-    from hubflow.registry import RegistryClient, credentials_from_connection
+    from hubflow.clients.registry import RegistryClient, credentials_from_connection
 
     client = RegistryClient(credentials_from_connection(settings.registry.conn_id))
     images = [i for i in planned["plan"]["images"] if not client.exists(i["repository"], i["tag"])]
@@ -151,7 +151,7 @@ def hub_of(spec: dict) -> str:
 def verify(settings: Settings, env: Environment, target: dict, hub: str, context: dict) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from hubflow.smoke_task import verify_hub
+    from hubflow.clients.verification import verify_hub
 
     result = verify_hub(settings, env.name, hub, mirror(settings, target["revision"]), target["base"],
                         target["revision"])
@@ -207,7 +207,7 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, outc
     The rollback of the hubs runs as pods beside this task. A range that is itself a revert is never reverted:
     the line stops and the message says so.
     """
-    from hubflow.github import GitHubError, RevertRefused
+    from hubflow.clients.github import GitHubError, RevertRefused
 
     gh, book, url = github(settings), ledger(settings), run_url(context)
     revision, base = target["revision"], target["base"]
@@ -244,7 +244,7 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
     """Close the ledger attempt, notify, and end the log with one line: what happened and where env is now."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from hubflow import notify
+    from hubflow.core import messages as notify
 
     if not (target and planned and outcome) or outcome["outcome"] == "refused":  # see the failed task above
         raise AirflowFailException(f"{env.name}: the run was refused or stopped before anything was deployed; "
@@ -280,7 +280,7 @@ def on_failure(context: dict) -> None:
 
 
 def rollback_pods(settings: Settings, env: Environment, outcome: dict) -> list[dict[str, Any]]:
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     return [pods.helm_rollback_pod(settings, env, r["hub"], r["previous_revision"])
             for r in outcome["releases"] if r.get("upgraded") and r.get("previous_revision")]

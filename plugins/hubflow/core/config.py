@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from hubflow.errors import HubflowError
+from hubflow.core.errors import HubflowError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_SETTINGS = Path(__file__).resolve().parents[2] / "include" / "hubflow.yaml"
@@ -163,6 +163,8 @@ class Timeouts(_Model):
     build_seconds: int = Field(3600, gt=0)
     helm_seconds: int = Field(1800, gt=0)
     smoke_seconds: int = Field(600, gt=0)
+    spawn_seconds: int = Field(300, gt=0, description="how long a smoke user's server may take to start, apart "
+                               "from the package checks")
     pod_startup_seconds: int = Field(600, gt=0)
 
 
@@ -178,6 +180,8 @@ class Pods(_Model):
     builder_image: str = "moby/buildkit:v0.18.2-rootless"
     git_image: str = "alpine/git:2.47.2"
     namespace: str = Field("hubflow", description="namespace where hubflow's own pods run")
+    build_service_account: str = Field("hubflow-builder", description="service account of build pods: no cluster "
+                                       "role, no cloud identity, none of the deploy Secrets")
     deferrable: bool = True
     history_max: int = Field(10, ge=1)
     recover_pending: bool = Field(False, description="roll a release stuck in pending-* back before upgrading")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from hubflow.config import Fleet, glob_match, parse_yaml
-from hubflow.errors import HubflowError
-from hubflow.git import Repo
+from hubflow.core.config import Fleet, glob_match, parse_yaml
+from hubflow.core.errors import HubflowError
+
+if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
+    from hubflow.clients.git import Repo
 
 ENVIRONMENT_FILES = ("environment.yml", "environment.yaml")
 

@@ -1,8 +1,10 @@
 """The preview of a deploy: the pods a revision range would create, as multi-document YAML.
 
 For an operator or a PR reviewer: exactly the Pod objects the lifecycle's operators send, built with the same
-builders and the operator's own `build_pod_request_obj`, with no cluster and no credentials (Secrets appear only
-as references). Every image of the plan is shown as a build; the lifecycle skips those already in the registry.
+builders and the same `compose` the pod operator uses, with no cluster, no credentials (Secrets appear only as
+references) and no Airflow import. The operator adds only its own labels (dag, task, run) and, for pods that return
+a result, its XCom sidecar. Every image of the plan is shown as a build; the lifecycle skips those already in the
+registry.
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import argparse
 from typing import Any
 
 import yaml
-from hubflow import pods
-from hubflow.config import Settings, load_settings
-from hubflow.git import Repo
-from hubflow.plan import make_plan
+from hubflow.k8s import pods
+from hubflow.core.config import Settings, load_settings
+from hubflow.clients.git import Repo
+from hubflow.core.plan import make_plan
 
 
 def _prune(value: Any) -> Any:
@@ -39,11 +41,10 @@ def render_deploy(settings: Settings, env_name: str, repo: Repo, head: str,
     reasons |= {("upgrade", h.name): f"upgrade hub {h.name} in {env.name}: {h.reason}" for h in plan.hubs}
     out = []
     for kind in ("build", "upgrade"):
-        partial = pods.partial_kwargs(settings, env, kind)
+        base = pods.base_pod(settings, env, kind)
         for pod in per_kind[kind]:
             name = pod["labels"][f"{pods.LABEL}{'image' if kind == 'build' else 'hub'}"]
-            manifest = pods.pod_manifest(partial, {**pod, "random_name_suffix": False}, task_id=kind)
-            out.append((reasons[(kind, name)], _prune(manifest)))
+            out.append((reasons[(kind, name)], _prune(pods.compose(base, pod))))
     return out
 
 

@@ -4,7 +4,7 @@ GitHub -> POST /github (a `push` or a merged `pull_request` event, signed with X
 checks the signature, maps the branch to its environment and triggers `hubflow_deploy_<env>` with the run conf
 {"revision": sha} and the run id `hubflow_webhook__<env>__<sha>`. One merge sends both events and GitHub may
 redeliver; the run id is the same for all of them, so Airflow answers 409 to every one after the first and there
-is one run. The polling trigger (hubflow.triggers) stays on as the safety net: both paths end in the deploy DAG,
+is one run. The polling trigger (hubflow.airflow.triggers) stays on as the safety net: both paths end in the deploy DAG,
 which re-reads the branch head and diffs from the last deployed revision, so a run for a revision already
 deployed skips cleanly.
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import requests
 
-from hubflow.config import Settings, load_settings
-from hubflow.errors import HubflowError
+from hubflow.core.config import Settings, load_settings
+from hubflow.core.errors import HubflowError
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,19 @@ Each step takes what it needs (settings, the mirror, the ledger) and returns JSO
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from hubflow.config import Environment, Settings
-from hubflow.errors import HubflowError
-from hubflow.freeze import frozen
-from hubflow.git import Repo
-from hubflow.github import REVERTS_TRAILER
-from hubflow.ledger import Ledger
-from hubflow.plan import Plan, make_plan
+from hubflow.core.config import Environment, Settings
+from hubflow.core.errors import HubflowError
+from hubflow.core.freeze import frozen
+from hubflow.core.plan import Plan, make_plan
+
+if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
+    from hubflow.clients.git import Repo
+    from hubflow.clients.ledger import Ledger
+
+
+REVERTS_TRAILER = "Hubflow-Reverts"  # names the failed head in hubflow's revert commits: what makes a commit a revert
 
 
 class Refused(HubflowError):

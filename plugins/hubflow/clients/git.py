@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from hubflow.errors import HubflowError
+from hubflow.core.errors import HubflowError
 
 
 class GitError(HubflowError):

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from hubflow.errors import HubflowError
-from hubflow.packages import Package
+from hubflow.core.errors import HubflowError
+from hubflow.core.packages import Package
 
 USER_PREFIX = "hubflow-smoke-"
 CHECKS = ("health", "api", "leftovers", "user", "server", "kernel", "packages", "notebook", "cleanup")

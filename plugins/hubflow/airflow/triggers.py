@@ -28,8 +28,8 @@ import requests
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from github import GithubException
 
-from hubflow.config import Settings
-from hubflow.github import GitHubError, Head, describe, open_client, poll_head, retry_wait
+from hubflow.core.config import Settings
+from hubflow.clients.github import GitHubError, Head, describe, open_client, poll_head, retry_wait
 
 STATE_KEY = "head"
 MAX_RATE_WAIT = 3600.0
@@ -53,7 +53,7 @@ class BranchHeadTrigger(BaseEventTrigger):
                    poll_interval=settings.schedules.poll_interval_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("hubflow.triggers.BranchHeadTrigger",
+        return ("hubflow.airflow.triggers.BranchHeadTrigger",
                 {"env": self.env, "branch": self.branch, "repository": self.repository,
                  "github_conn_id": self.github_conn_id, "poll_interval": self.poll_interval})
 

@@ -1,7 +1,8 @@
 """GitHub for hubflow: branch heads, merged PRs, commit statuses, the promotion PR, reverts and comments.
 
-One home for GitHub. Everything goes through PyGithub, with a client built from the Airflow GitHub connection by
-`open_client` at run time (never at import), except the revert commit itself, which is real git (hubflow.revert).
+One home for GitHub. Everything goes through PyGithub (a client from `make_client`; hubflow.airflow.hooks builds it
+from the Airflow GitHub connection at run time, never at import), except the revert commit itself, which is real
+git (hubflow.clients.revert).
 The same code runs in plain Python against sandbox/github_emulator.py.
 
 Retries: transient failures (5xx, timeouts, dropped connections) are retried with exponential backoff; rate limits
@@ -10,7 +11,7 @@ an injectable `sleep`. PyGithub's own urllib3 retry is switched off so that a re
 every effect is looked up before it is made, so a retry (ours, or Airflow's task retry) never duplicates it:
 the promotion PR is found by head/base, the revert by its branch name, a comment by a hidden marker.
 
-No Airflow import at module level: `open_client` imports the provider's hook when it is called.
+No Airflow import here.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ import requests
 from github import Github, GithubException
 from github.PullRequest import PullRequest
 
-from hubflow import revert as git_revert
-from hubflow.config import Environment, Settings
-from hubflow.errors import HubflowError
+from hubflow.clients import revert as git_revert
+from hubflow.core.config import Environment, Settings
+from hubflow.core.lifecycle import REVERTS_TRAILER
+from hubflow.core.errors import HubflowError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +38,6 @@ T = TypeVar("T")
 STATES = ("pending", "success", "failure", "error")
 DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status descriptions
 REVERT_PREFIX = "hubflow/revert-"
-REVERTS_TRAILER = "Hubflow-Reverts"  # names the failed head in the revert commit, for the hold check of later runs
 REVERT_HEADS = (REVERT_PREFIX, "revert-")  # hubflow's reverts and GitHub's "Revert" button
 
 
@@ -100,19 +101,13 @@ class Revert:
 # ---------------------------------------------------------------- client and polling (also used by the trigger)
 
 
-def open_client(conn_id: str, timeout: int = 30) -> Github:
-    """A PyGithub client from the Airflow GitHub connection (token or GitHub App, host for GHE or the emulator).
-
-    The provider's hook reads the connection and builds the auth; the client is rebuilt with hubflow's settings:
-    lazy objects (fewer requests), no urllib3 retry (ours retries whole operations), a request timeout, and no
-    client-side throttling: a deploy makes a handful of writes, far below GitHub's secondary limits, and a
-    secondary limit that does answer 403/429 is waited out by `GitHub.call`.
+def make_client(auth: Any, base_url: str, timeout: int = 30) -> Github:
+    """A PyGithub client with hubflow's settings: lazy objects (fewer requests), no urllib3 retry (ours retries
+    whole operations), a request timeout, and no client-side throttling: a deploy makes a handful of writes, far
+    below GitHub's secondary limits, and a secondary limit that does answer 403/429 is waited out by `GitHub.call`.
     """
-    from airflow.providers.github.hooks.github import GithubHook
-
-    requester = GithubHook(github_conn_id=conn_id).get_conn().requester
-    return Github(auth=requester.auth, base_url=requester.base_url, timeout=timeout, retry=None, lazy=True,
-                  per_page=100, seconds_between_requests=None, seconds_between_writes=None)
+    return Github(auth=auth, base_url=base_url, timeout=timeout, retry=None, lazy=True, per_page=100,
+                  seconds_between_requests=None, seconds_between_writes=None)
 
 
 def poll_head(client: Github, repository: str, branch: str, known: Head | None = None) -> Head:
@@ -195,11 +190,6 @@ class GitHub:
         self.owner = self.repository.split("/")[0]
         self.repo = client.withLazy(True).get_repo(self.repository)
         self.sleep, self.clock, self.attempts, self.max_wait = sleep, clock, attempts, max_wait
-
-    @classmethod
-    def connect(cls, settings: Settings, **kwargs: Any) -> "GitHub":
-        """Built from the Airflow connection settings.repository.github_conn_id; call it inside a task."""
-        return cls(settings, open_client(settings.repository.github_conn_id), **kwargs)
 
     # ------------------------------------------------------------ plumbing
 

@@ -12,9 +12,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from hubflow.config import Settings
-from hubflow.git import GitError, Repo
-from hubflow.revert import auth_env
+from hubflow.core.config import Settings
+from hubflow.clients.git import GitError, Repo
+from hubflow.clients.revert import auth_env
 
 
 def cache_dir() -> Path:
