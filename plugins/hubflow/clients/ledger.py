@@ -5,16 +5,31 @@ It lives in its own SQL database (SQLAlchemy URL; PostgreSQL in production, SQLi
 metadata database: tasks in Airflow 3 may not touch that one, and losing it must not lose the history. If the
 ledger database itself is lost, the essentials outlive it elsewhere: GitHub commit statuses `hubflow/<env>` on each
 branch (which revisions passed or failed where) and the git revision recorded in each helm release.
+
+The schema is migrated by alembic (ledger_migrations/) when a Ledger is opened. Every read and write is retried on
+transient database errors, then fails as a LedgerError naming the operation; writes are idempotent so a retry that
+follows a commit whose answer was lost changes nothing.
 No Airflow import here.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import logging
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
+import tenacity
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from hubflow.core.errors import HubflowError
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -25,8 +40,8 @@ attempts = sa.Table(
     sa.Column("revision", sa.String(64), nullable=False, index=True),
     sa.Column("base", sa.String(64)),
     sa.Column("tree", sa.String(64), index=True),
-    sa.Column("run_id", sa.String(250)),
-    sa.Column("outcome", sa.String(32), nullable=False),  # running, success, failed, refused, skipped
+    sa.Column("run_id", sa.String(250), index=True),
+    sa.Column("outcome", sa.String(32), nullable=False),  # one of OUTCOMES
     sa.Column("detail", sa.Text),
     sa.Column("forced_by", sa.String(250)),
     sa.Column("force_reason", sa.Text),
@@ -43,7 +58,45 @@ holds = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-OUTCOMES = {"running", "success", "failed", "refused", "skipped"}
+# running: not concluded yet. success: deployed and verified. failed: the revision is to blame. platform: a platform
+# fault, nothing held. refused: not deployed (held, frozen, ungated). stopped: the line stopped (a revert failed, a
+# rollback failed). unknown: the run could not conclude, the state is unknown. skipped: nothing to do.
+OUTCOMES = {"running", "success", "failed", "platform", "refused", "stopped", "unknown", "skipped"}
+
+MIGRATIONS = Path(__file__).with_name("ledger_migrations")
+INITIAL_REVISION = "0001"  # the schema `metadata.create_all` made before migrations
+_MIGRATE_LOCK = 0x6875_6266_6C6F_77  # "hubflow": the PostgreSQL advisory lock taken around a migration
+
+TRANSIENT = (sa.exc.OperationalError, sa.exc.DisconnectionError, sa.exc.InterfaceError)
+
+
+class LedgerError(HubflowError):
+    """The ledger database stayed unreachable (or kept failing) through every retry of an operation."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long an operation retries transient database errors: waits double from `first_wait` up to `max_wait`,
+    for at most `attempts` tries and `deadline` seconds (so a task fails in under ~30 s, not at its timeout)."""
+    attempts: int = 5
+    first_wait: float = 0.5
+    max_wait: float = 8.0
+    deadline: float = 25.0
+
+
+T = TypeVar("T")
+
+
+def _retried(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> T:
+        return self._retry(method.__name__.lstrip("_"), lambda: method(self, *args, **kwargs))
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 @dataclass
@@ -69,15 +122,71 @@ class Attempt:
         return out
 
 
+def _attempt(row: sa.Row | None) -> Attempt | None:
+    return Attempt(**{**row._mapping, "record": json.loads(row.record)}) if row else None
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Ledger:
-    def __init__(self, url: str):
-        self.engine = sa.create_engine(url, future=True)
-        metadata.create_all(self.engine)
+def _alembic(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
 
+
+@functools.lru_cache(maxsize=1)
+def _heads() -> frozenset[str]:
+    """The head revision(s) of the migrations shipped with this code (read from disk once per process)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+class Ledger:
+    def __init__(self, url: str, retry: RetryPolicy = RetryPolicy()):
+        self.retry = retry
+        connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+        self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        self._migrate()
+
+    def _retry(self, operation: str, fn: Callable[[], T]) -> T:
+        policy = self.retry
+
+        def say(state: tenacity.RetryCallState) -> None:
+            log.warning("ledger %s: %s; try %d of %d failed, again in %.1fs", operation,
+                        _first_line(state.outcome.exception()), state.attempt_number, policy.attempts,
+                        state.next_action.sleep)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.deadline),
+            wait=tenacity.wait_exponential(multiplier=policy.first_wait, max=policy.max_wait),
+            retry=tenacity.retry_if_exception_type(TRANSIENT), before_sleep=say, reraise=True)
+        try:
+            return retrying(fn)
+        except TRANSIENT as exc:
+            tries = retrying.statistics.get("attempt_number", policy.attempts)
+            raise LedgerError(f"ledger {operation} failed after {tries} tries: {_first_line(exc)}") from exc
+
+    @_retried
+    def _migrate(self) -> None:
+        """Bring the schema to head. At head (the usual case: tasks open the ledger often) this is one query."""
+        try:
+            with self.engine.connect() as c:
+                if set(c.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()) == _heads():
+                    return
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError):  # no alembic_version yet (or a lost connection)
+            pass
+        with self.engine.begin() as c:
+            if c.dialect.name == "postgresql":  # two processes opening a new database: one migrates, one waits
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
+            cfg = _alembic(c)
+            inspector = sa.inspect(c)
+            if inspector.has_table(attempts.name) and not inspector.has_table("alembic_version"):
+                command.stamp(cfg, INITIAL_REVISION)  # made by create_all before migrations: the tables are there
+            command.upgrade(cfg, "head")
+
+    @_retried
     def start(self, env: str, revision: str, base: str | None, tree: str | None, run_id: str | None,
               forced_by: str | None = None, force_reason: str | None = None) -> int:
         """Open an attempt; a retried task that starts the same run again gets the same attempt back."""
@@ -91,6 +200,7 @@ class Ledger:
                 env=env, revision=revision, base=base, tree=tree, run_id=run_id, outcome="running",
                 forced_by=forced_by, force_reason=force_reason, record="{}", started_at=_now())).inserted_primary_key[0]
 
+    @_retried
     def update(self, attempt_id: int, **record: Any) -> None:
         """Merge keys into the attempt's record (plan, images, releases, verification, links...)."""
         with self.engine.begin() as c:
@@ -98,32 +208,50 @@ class Ledger:
             current.update(record)
             c.execute(attempts.update().where(attempts.c.id == attempt_id).values(record=json.dumps(current)))
 
+    @_retried
     def finish(self, attempt_id: int, outcome: str, detail: str = "") -> None:
+        """Conclude an attempt. Again on a concluded one (a retried task) it replaces the outcome and detail."""
         if outcome not in OUTCOMES - {"running"}:
             raise ValueError(f"unknown outcome {outcome!r}")
         with self.engine.begin() as c:
             c.execute(attempts.update().where(attempts.c.id == attempt_id)
                       .values(outcome=outcome, detail=detail, finished_at=_now()))
 
+    @_retried
     def attempts(self, env: str | None = None, limit: int = 50) -> list[Attempt]:
         q = sa.select(attempts).order_by(attempts.c.id.desc()).limit(limit)
         if env:
             q = q.where(attempts.c.env == env)
         with self.engine.connect() as c:
-            return [Attempt(**{**row._mapping, "record": json.loads(row.record)}) for row in c.execute(q)]
+            return [_attempt(row) for row in c.execute(q)]
 
+    @_retried
     def get(self, attempt_id: int) -> Attempt:
         with self.engine.connect() as c:
-            row = c.execute(sa.select(attempts).where(attempts.c.id == attempt_id)).one()
-        return Attempt(**{**row._mapping, "record": json.loads(row.record)})
+            return _attempt(c.execute(sa.select(attempts).where(attempts.c.id == attempt_id)).one())
 
+    @_retried
+    def attempt_for_run(self, env: str, run_id: str) -> Attempt | None:
+        """The newest attempt that run `run_id` opened in `env` (what a later task of the run reports on)."""
+        with self.engine.connect() as c:
+            return _attempt(c.execute(sa.select(attempts).where(attempts.c.env == env, attempts.c.run_id == run_id)
+                                      .order_by(attempts.c.id.desc()).limit(1)).first())
+
+    @_retried
+    def last_attempt(self, env: str) -> Attempt | None:
+        """The newest attempt in `env`, whatever its outcome."""
+        with self.engine.connect() as c:
+            return _attempt(c.execute(sa.select(attempts).where(attempts.c.env == env)
+                                      .order_by(attempts.c.id.desc()).limit(1)).first())
+
+    @_retried
     def last_success(self, env: str) -> Attempt | None:
         """The revision running in `env` as far as hubflow knows: its newest successful deploy."""
         with self.engine.connect() as c:
-            row = c.execute(sa.select(attempts).where(attempts.c.env == env, attempts.c.outcome == "success")
-                            .order_by(attempts.c.id.desc()).limit(1)).first()
-        return Attempt(**{**row._mapping, "record": json.loads(row.record)}) if row else None
+            return _attempt(c.execute(sa.select(attempts).where(attempts.c.env == env, attempts.c.outcome == "success")
+                                      .order_by(attempts.c.id.desc()).limit(1)).first())
 
+    @_retried
     def verified_revision_for_tree(self, env: str, tree: str) -> str | None:
         """A revision whose tree passed verification in `env` (the prod gate: promote exactly what was tested)."""
         with self.engine.connect() as c:
@@ -131,6 +259,7 @@ class Ledger:
                 attempts.c.env == env, attempts.c.tree == tree, attempts.c.outcome == "success")
                 .order_by(attempts.c.id.desc()).limit(1)).scalar()
 
+    @_retried
     def planned_hubs(self, env: str, revision: str) -> list[str]:
         """The hubs that attempts to deploy `revision` in `env` planned to change (touched, maybe not undone)."""
         hubs: dict[str, None] = {}
@@ -140,20 +269,24 @@ class Ledger:
                 hubs.update(dict.fromkeys(h["name"] for h in json.loads(record).get("plan", {}).get("hubs", [])))
         return list(hubs)
 
+    @_retried
     def hold(self, revision: str, env: str, reason: str) -> None:
         with self.engine.begin() as c:
             if not c.execute(sa.select(holds.c.revision).where(holds.c.revision == revision)).first():
                 c.execute(holds.insert().values(revision=revision, env=env, reason=reason, created_at=_now()))
 
+    @_retried
     def held(self, revision: str) -> str | None:
         """The reason `revision` is held, or None."""
         with self.engine.connect() as c:
             return c.execute(sa.select(holds.c.reason).where(holds.c.revision == revision)).scalar()
 
+    @_retried
     def clear_hold(self, revision: str) -> bool:
         with self.engine.begin() as c:
             return c.execute(holds.delete().where(holds.c.revision == revision)).rowcount > 0
 
+    @_retried
     def holds(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(sa.select(holds).order_by(holds.c.created_at))]
