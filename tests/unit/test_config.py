@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hubflow import config
+from hubflow.core import config
 from sandbox.sample_repo import sample_files
 
 FLEET = sample_files()["hubflow-fleet.yaml"]

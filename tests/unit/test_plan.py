@@ -3,9 +3,9 @@ import subprocess
 
 import pytest
 
-from hubflow.config import ConfigError
-from hubflow.git import GitError, Repo
-from hubflow.plan import PlanError, image_tag, make_plan
+from hubflow.core.config import ConfigError
+from hubflow.clients.git import GitError, Repo
+from hubflow.core.plan import PlanError, image_tag, make_plan
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 ENVS = ["staging", "prod"]

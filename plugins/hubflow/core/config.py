@@ -20,7 +20,7 @@ import yaml
 from hubflow.core.errors import HubflowError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_SETTINGS = Path(__file__).resolve().parents[2] / "include" / "hubflow.yaml"
+DEFAULT_SETTINGS = Path(__file__).resolve().parents[3] / "include" / "hubflow.yaml"
 HUB_PLACEHOLDERS = {"hub", "env"}
 
 
