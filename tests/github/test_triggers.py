@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from hubflow.triggers import BranchHeadTrigger
+from hubflow.airflow.triggers import BranchHeadTrigger
 
 HEAD_PATH = "/repos/datahub/datahub/commits/*"
 POLL = 0.02
@@ -59,7 +59,7 @@ def polls(emulator):
 
 def test_serialize_holds_the_branch_and_never_the_last_head(github_conn):
     classpath, kwargs = make_trigger(github_conn, None).serialize()
-    assert classpath == "hubflow.triggers.BranchHeadTrigger"
+    assert classpath == "hubflow.airflow.triggers.BranchHeadTrigger"
     assert kwargs == {"env": "staging", "branch": "staging", "repository": "datahub/datahub",
                       "github_conn_id": github_conn, "poll_interval": POLL}
     assert BranchHeadTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -147,3 +147,39 @@ def test_an_idle_hour_of_polling_both_branches_costs_no_rate_limit(github_conn, 
               f"{sum(r.status == 304 for r in requests)} answered 304, {counted} counted against the rate limit")
     assert counted == (0 if stored else 2)
     assert len(requests) >= 120
+
+
+def test_a_failing_connection_lookup_is_retried_and_the_event_still_comes(github_conn, emulator, monkeypatch, capfd):
+    from hubflow.airflow import hooks
+
+    store, events, lookups = MemoryStore(), [], []
+    real = hooks.github_client
+
+    def flaky(conn_id, *args):
+        lookups.append(conn_id)
+        if len(lookups) <= 2:
+            raise RuntimeError("secrets backend unreachable\nTraceback (most recent call last): ...")
+        return real(conn_id, *args)
+
+    monkeypatch.setattr(hooks, "github_client", flaky)
+    asyncio.run(collect(make_trigger(github_conn, store), events, lambda: "head" in store.data))
+    moved = emulator.merge_feature("A", {"hub/values.yaml": "x: 1\n"})["merge_commit_sha"]
+    asyncio.run(collect(make_trigger(github_conn, store), events, lambda: len(events) == 1))
+    assert events == [{"env": "staging", "branch": "staging", "revision": moved}]
+    assert len(lookups) == 4  # two failures, then one client per trigger run
+    warnings = [line for line in "".join(capfd.readouterr()).splitlines() if "secrets backend" in line]
+    assert len(warnings) == 2 and all(f"reading GitHub connection {github_conn!r}" in w for w in warnings)
+    assert all("Traceback" not in w for w in warnings)  # the reason in one line
+
+
+def test_an_auth_error_reads_the_connection_again(github_conn, emulator, monkeypatch, capfd):
+    from hubflow.airflow import hooks
+
+    store, events, lookups = MemoryStore(), [], []
+    real = hooks.github_client
+    monkeypatch.setattr(hooks, "github_client", lambda conn_id, *a: lookups.append(conn_id) or real(conn_id, *a))
+    emulator.fail("GET", HEAD_PATH, status=401, message="Bad credentials")
+    asyncio.run(collect(make_trigger(github_conn, store), events, lambda: "head" in store.data))
+    assert len(lookups) == 2 and [r.status for r in polls(emulator)] == [401, 200]
+    out = "".join(capfd.readouterr())
+    assert "401: Bad credentials" in out and emulator.token not in out

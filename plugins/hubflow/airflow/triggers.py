@@ -16,6 +16,10 @@ Dedupe (the lifecycle's side): an event is a wake-up, not a command. Events can 
 and a webhook may trigger the same revision too. So the deploy DAG's first task re-reads the branch head and diffs
 from the last revision the ledger recorded as deployed: nothing new -> it skips cleanly.
 
+Outages: the client is built inside the poll loop (hubflow.airflow.hooks.github_client), so a failed connection
+lookup (secrets backend, network) is retried with the same bounded backoff as a failed poll, and a 401 makes the next
+poll read the connection again (a rotated token). Each failure is one warning line that never holds the token.
+
 Payload: {"env", "branch", "revision"}.
 """
 from __future__ import annotations
@@ -24,12 +28,11 @@ import asyncio
 import time
 from typing import Any, AsyncIterator
 
-import requests
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from github import GithubException
 
+from hubflow.clients.github import Head, describe, poll_head, retry_wait
 from hubflow.core.config import Settings
-from hubflow.clients.github import GitHubError, Head, describe, open_client, poll_head, retry_wait
 
 STATE_KEY = "head"
 MAX_RATE_WAIT = 3600.0
@@ -69,17 +72,25 @@ class BranchHeadTrigger(BaseEventTrigger):
             await self.asset_state_store.aset(STATE_KEY, {"revision": head.revision, "etag": head.etag})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from hubflow.airflow import hooks  # here, not at import: DAG files import this module to build watchers
+
         known = await self._load()
-        client = await asyncio.to_thread(open_client, self.github_conn_id)
+        client = None
         failures = 0
         while True:
             try:
+                if client is None:  # in the loop: a secrets backend or the network may be down for a while
+                    client = await asyncio.to_thread(hooks.github_client, self.github_conn_id)
                 head = await asyncio.to_thread(poll_head, client, self.repository, self.branch, known)
-            except (GithubException, requests.RequestException, GitHubError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a watcher outlives any outage; each failure is logged
                 failures += 1
+                what = (f"reading the head of {self.branch} in {self.repository}" if client else
+                        f"reading GitHub connection {self.github_conn_id!r}")
+                if isinstance(exc, GithubException) and exc.status == 401:
+                    client = None  # the token was revoked or rotated: read the connection again
                 wait = min(max(retry_wait(exc, failures, time.time()) or 0.0, self.poll_interval), MAX_RATE_WAIT)
-                self.log.warning("reading the head of %s in %s: %s; next poll in %.0fs", self.branch,
-                                 self.repository, describe(exc), wait)
+                self.log.warning("%s: %s; trying again in %.0fs", what, (describe(exc).splitlines() or [""])[0],
+                                 wait)
                 await asyncio.sleep(wait)
                 continue
             failures = 0
