@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from github import Auth, Github
 
-from hubflow.config import load_settings
-from hubflow.github import GitHub
+from hubflow.core.config import load_settings
+from hubflow.clients import github
 from sandbox.github_emulator import GitHubEmulator
 from sandbox.sample_repo import make_sample_repo
 
@@ -49,9 +49,8 @@ def settings(example_settings, emulator):
 
 
 def make_client(emulator, timeout: int = 5) -> Github:
-    """What hubflow.github.open_client builds from a connection, minus Airflow (and without write throttling)."""
-    return Github(auth=Auth.Token(emulator.token), base_url=emulator.url, timeout=timeout, retry=None, lazy=True,
-                  per_page=100, seconds_between_requests=None, seconds_between_writes=None)
+    """What hubflow.airflow.hooks.github_client builds from a token connection, minus Airflow."""
+    return github.make_client(Auth.Token(emulator.token), emulator.url, timeout)
 
 
 @pytest.fixture
@@ -63,8 +62,8 @@ def sleeps():
 @pytest.fixture
 def new_gh(settings, emulator, sleeps):
     """GitHub(...) over the emulator; keyword arguments change the settings, the client timeout or the retry bounds."""
-    def make(settings=settings, timeout: int = 5, **kwargs) -> GitHub:
-        return GitHub(settings, make_client(emulator, timeout), sleep=sleeps.append, **kwargs)
+    def make(settings=settings, timeout: int = 5, **kwargs) -> github.GitHub:
+        return github.GitHub(settings, make_client(emulator, timeout), sleep=sleeps.append, **kwargs)
     return make
 
 

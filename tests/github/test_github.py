@@ -1,11 +1,14 @@
-"""hubflow.github against the emulator: heads, merged PRs, statuses, the promotion PR, merges, comments, retries."""
+"""hubflow.clients.github against the emulator: heads, merged PRs, statuses, the promotion PR, merges, comments, retries."""
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
+from github import Auth
 
-from hubflow.github import GitHub, GitHubError, NotMergeable
+from hubflow.airflow import hooks
+from hubflow.clients.github import GitHub, GitHubError, NotMergeable, make_client
 
 PULLS = "/repos/datahub/datahub/pulls"
 
@@ -193,16 +196,44 @@ def test_a_conflicting_pr_is_not_merged(gh, emulator):
     assert emulator.head("prod") == prod and emulator.requests_to("PUT", "*/merge") == []
 
 
-def test_connect_builds_the_client_from_the_airflow_connection(settings, github_conn, emulator):
+def test_the_hook_builds_the_client_from_the_airflow_connection(settings, github_conn, emulator):
     conn_settings = settings.model_copy(update={
         "repository": settings.repository.model_copy(update={"github_conn_id": github_conn})})
-    gh = GitHub.connect(conn_settings)
+    gh = hooks.github(conn_settings)
     assert gh.branch_head("prod") == emulator.head("prod")
     assert emulator.requests[-1].headers["authorization"] == f"token {emulator.token}"
     emulator.fail("GET", "*/commits/*", status=502)  # PyGithub's own retry is off: ours waits and counts
     waits = []
-    assert GitHub.connect(conn_settings, sleep=waits.append).branch_head("prod") == emulator.head("prod")
+    assert hooks.github(conn_settings, sleep=waits.append).branch_head("prod") == emulator.head("prod")
     assert waits == [1.0]
+
+
+@pytest.mark.parametrize("status, message", [(429, "Too Many Requests"),
+                                             (403, "You have exceeded a secondary rate limit")])
+def test_a_secondary_rate_limit_without_a_hint_waits_a_minute(gh, emulator, sleeps, status, message):
+    emulator.fail("POST", "*/statuses/*", status=status, message=message)
+    gh.set_status("staging", emulator.head("staging"), "success", None, "ok")
+    assert sleeps == [60.0]
+    assert emulator.combined_status(emulator.head("staging"))["state"] == "success"
+
+
+def test_the_total_wait_is_bounded_across_attempts(new_gh, emulator, sleeps):
+    gh = new_gh(max_wait=10)
+    emulator.too_many("POST", "*/statuses/*", retry_after=7, times=2)
+    with pytest.raises(GitHubError, match=r"set status hubflow/staging=success on \w+ in datahub/datahub: GitHub answered 429: "
+                                          r"You have exceeded .*\(gave up after 2 attempts, 7s of waiting\)"):
+        gh.set_status("staging", emulator.head("staging"), "success", None, "ok")
+    assert sleeps == [7.0] and emulator.statuses == {}
+
+
+def test_a_refused_connection_is_retried_with_backoff_then_named(settings, sleeps):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    gh = GitHub(settings, make_client(Auth.Token("t"), url, 1), sleep=sleeps.append)
+    with pytest.raises(GitHubError, match=r"read the head of branch 'staging'.*ConnectionError.*gave up after 5"):
+        gh.branch_head("staging")
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]
 
 
 def test_a_403_without_rate_limit_is_a_permission_problem_and_not_retried(gh, emulator, sleeps):

@@ -5,9 +5,10 @@ from the Airflow GitHub connection at run time, never at import), except the rev
 git (hubflow.clients.revert).
 The same code runs in plain Python against sandbox/github_emulator.py.
 
-Retries: transient failures (5xx, timeouts, dropped connections) are retried with exponential backoff; rate limits
-(403/429) wait for Retry-After or X-RateLimit-Reset; every wait is bounded (`attempts`, `max_wait`) and goes through
-an injectable `sleep`. PyGithub's own urllib3 retry is switched off so that a retry is always a whole operation:
+Retries (tenacity, one policy in `GitHub.call`, its waits from `retry_wait`): transient failures (5xx, timeouts,
+dropped connections) are retried with exponential backoff; rate limits (403/429) wait for Retry-After or
+X-RateLimit-Reset; a plain 403 is not retried; every wait is bounded (`attempts`, `max_wait`) and goes through an
+injectable `sleep`. PyGithub's own urllib3 retry is switched off so that a retry is always a whole operation:
 every effect is looked up before it is made, so a retry (ours, or Airflow's task retry) never duplicates it:
 the promotion PR is found by head/base, the revert by its branch name, a comment by a hidden marker.
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 import requests
+import tenacity
 from github import Github, GithubException
 from github.PullRequest import PullRequest
 
@@ -195,20 +197,28 @@ class GitHub:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn` (one whole operation, lookups included) with retries; failures name `what`."""
-        attempt, waited = 0, 0.0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except (GithubException, requests.RequestException) as exc:
-                wait = retry_wait(exc, attempt, self.clock())
-                if wait is None or attempt >= self.attempts or waited + wait > self.max_wait:
-                    hint = "" if wait is None else f" (gave up after {attempt} attempts, {waited:.0f}s of waiting)"
-                    raise GitHubError(f"{what} in {self.repository}: {describe(exc)}{hint}") from None
-                log.warning("%s: %s; trying again in %.1fs (attempt %d of %d)", what, describe(exc), wait,
-                            attempt + 1, self.attempts)
-                self.sleep(wait)
-                waited += wait
+        def transient(state: tenacity.RetryCallState) -> bool:
+            return bool(state.outcome.failed) and wait(state) is not None
+
+        def wait(state: tenacity.RetryCallState) -> float | None:
+            return retry_wait(state.outcome.exception(), state.attempt_number, self.clock())
+
+        def out_of_bounds(state: tenacity.RetryCallState) -> bool:
+            return state.attempt_number >= self.attempts or state.idle_for + state.upcoming_sleep > self.max_wait
+
+        def warn(state: tenacity.RetryCallState) -> None:
+            log.warning("%s: %s; trying again in %.1fs (attempt %d of %d)", what, describe(state.outcome.exception()),
+                        state.upcoming_sleep, state.attempt_number + 1, self.attempts)
+
+        def give_up(state: tenacity.RetryCallState) -> None:
+            raise GitHubError(f"{what} in {self.repository}: {describe(state.outcome.exception())} (gave up after "
+                              f"{state.attempt_number} attempts, {state.idle_for:.0f}s of waiting)") from None
+
+        try:
+            return tenacity.Retrying(retry=transient, wait=wait, stop=out_of_bounds, sleep=self.sleep,
+                                     before_sleep=warn, retry_error_callback=give_up)(fn)
+        except (GithubException, requests.RequestException) as exc:  # not worth retrying
+            raise GitHubError(f"{what} in {self.repository}: {describe(exc)}") from None
 
     def _find_pull(self, head: str, base: str, state: str = "open") -> PullRequest | None:
         return next(iter(self.repo.get_pulls(state=state, head=f"{self.owner}:{head}", base=base)), None)
