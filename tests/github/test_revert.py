@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from hubflow.github import RevertRefused
-from hubflow.revert import RevertConflict
+from hubflow.clients.github import RevertRefused
+from hubflow.clients.revert import RevertConflict
 
 PRIMARY = "images/primary/environment.yml"
 
@@ -65,13 +65,17 @@ def test_a_failed_batch_is_reverted_in_one_commit_back_to_the_last_good_revision
     assert result.pull.merged and emulator.pulls[result.pull.number]["merged"]
 
 
-def test_a_revert_that_conflicts_pushes_nothing(gh, emulator):
+def test_a_revert_that_conflicts_names_the_unmerged_files_and_pushes_nothing(gh, emulator):
     good = emulator.head("staging")
-    pr = emulator.merge_feature("Pin numpy", {PRIMARY: "numpy=2.1\n"})
-    emulator.push("staging", "later change to the same line", {PRIMARY: "numpy=2.2\n"})
+    values = "deployments/data8/config/common.yaml"
+    pr = emulator.merge_feature("Pin numpy", {PRIMARY: "numpy=2.1\n", values: "numpy: 2.1\n",
+                                              "hub/values.yaml": "x: 1\n"})
+    emulator.push("staging", "later change to the same lines", {PRIMARY: "numpy=2.2\n", values: "numpy: 2.2\n"})
 
-    with pytest.raises(RevertConflict, match=f"reverting {pr['merge_commit_sha'][:12]} .* conflicts .*{PRIMARY}"):
+    with pytest.raises(RevertConflict, match=f"reverting {pr['merge_commit_sha'][:12]} on 'staging' conflicts with "
+                                             f"later changes in {values}, {PRIMARY}; nothing was pushed") as conflict:
         gh.revert("staging", good, pr["merge_commit_sha"], "numpy broke")
+    assert conflict.value.files == [values, PRIMARY]  # hub/values.yaml reverts cleanly
     assert receive_packs(emulator) == []
     assert f"hubflow/revert-staging-{pr['merge_commit_sha'][:7]}" not in emulator._git("branch", "--list", "hubflow/*")
     assert [p["number"] for p in emulator.pulls.values()] == [pr["number"]]
