@@ -55,7 +55,8 @@ def run_git(args: list[str], *, cwd: str | os.PathLike | None = None, env: dict[
     index-pack), which would otherwise keep writing into the repository.
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_ENV)}
-    full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", **(env or {}))
+    full_env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    full_env.update(env or {})
     label = f"{what} (git {_command(args)})" if what else f"git {_command(args)}"
     with subprocess.Popen(["git", "-c", "credential.helper=", *args], cwd=cwd, env=full_env,
                           stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
