@@ -16,6 +16,8 @@ Anything else answers 404 with a Status naming the request. Every request is rec
 
     emu = K8sEmulator().start()
     emu.script({"hubflow.io/hub": "datahub"}, exit_code=1, logs=["Error: UPGRADE FAILED"])
+    emu.script({"hubflow.io/hub": "data8"}, exit_code=4, message="release data8-staging: ...")  # termination message
+    emu.script({"hubflow.io/hub": "rhub"}, image_pull_error="ImagePullBackOff")  # stays Pending
     emu.write_kubeconfig(path)
 """
 from __future__ import annotations
@@ -44,6 +46,9 @@ from sandbox.quiet_server import QuietServer
 SIDECAR = "airflow-xcom-sidecar"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
 UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient cpu."
+PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+# What the kubelet keeps of the logs as the termination message under FallbackToLogsOnError.
+FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -59,6 +64,14 @@ class Outcome:
     run_seconds: float = 0.0
     never_scheduled: bool = False
     killed: bool = False
+    # the termination message the container wrote (Kubernetes' terminated.message); None: none written
+    message: str | None = None
+    # the base container's image cannot be pulled: the pod stays Pending, waiting with this reason (PULL_REASONS)
+    image_pull_error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_pull_error not in (None, *PULL_REASONS):
+            raise ValueError(f"image_pull_error must be one of {PULL_REASONS}, got {self.image_pull_error!r}")
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.selector.items())
@@ -123,8 +136,20 @@ class _Pod:
     def init_containers(self) -> list[str]:
         return [c["name"] for c in self.body["spec"].get("initContainers", []) or []]
 
+    def container_spec(self, name: str) -> dict:
+        return next(c for c in self.body["spec"].get("containers", []) if c["name"] == name)
+
+    def base_image(self) -> str:
+        return next((c.get("image", "") for c in self.body["spec"].get("containers", []) if c["name"] != SIDECAR), "")
+
+    def pull_error(self) -> str:
+        """The runtime's error for an image that is not in its registry (what ErrImagePull carries)."""
+        image = self.base_image()
+        return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve '
+                f'reference "{image}": {image}: not found')
+
     def started_at(self) -> float | None:
-        if self.outcome.never_scheduled:
+        if self.outcome.never_scheduled or self.outcome.image_pull_error:
             return None
         t = self.created + self.outcome.start_delay
         return t if time.time() >= t else None
@@ -151,7 +176,7 @@ class _Pod:
             status["conditions"] = [{"type": "PodScheduled", "status": "True" if scheduled else "False",
                                      **({} if scheduled else {"reason": "Unschedulable", "message": UNSCHEDULABLE})}]
             if scheduled:
-                status["containerStatuses"] = [self._status(c, waiting=True) for c in self.containers()]
+                status["containerStatuses"] = [self._status(c, waiting=self._waiting(c)) for c in self.containers()]
             pod["status"] = status
             return pod
         status["startTime"] = _stamp(start)
@@ -173,11 +198,30 @@ class _Pod:
         pod["status"] = status
         return pod
 
-    def _status(self, name: str, *, waiting: bool = False, start: float | None = None, end: float | None = None,
-                exit_code: int = 0) -> dict:
+    def _waiting(self, name: str) -> dict:
+        reason = self.outcome.image_pull_error if name != SIDECAR else None
+        if reason == "ErrImagePull":
+            return {"reason": reason, "message": self.pull_error()}
+        if reason == "ImagePullBackOff":  # kubelet >= 1.32 appends the last pull error
+            return {"reason": reason,
+                    "message": f'Back-off pulling image "{self.base_image()}": ErrImagePull: {self.pull_error()}'}
+        return {"reason": "ContainerCreating"}
+
+    def termination_message(self, name: str, exit_code: int) -> str | None:
+        """What the container wrote, else (FallbackToLogsOnError, non-zero exit) the tail of its logs, as the
+        kubelet does: the last 80 lines, at most their last 2048 bytes."""
+        if self.outcome.message is not None:
+            return self.outcome.message
+        if exit_code == 0 or self.container_spec(name).get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return None
+        tail = "".join(f"{line}\n" for line in self.outcome.logs[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:]
+        return tail.decode(errors="ignore") or None
+
+    def _status(self, name: str, *, waiting: dict | None = None, start: float | None = None,
+                end: float | None = None, exit_code: int = 0) -> dict:
         s = {"name": name, "image": "emulated", "imageID": "", "restartCount": 0, "ready": False, "started": False}
         if waiting:
-            s["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            s["state"] = {"waiting": waiting}
         elif end is None:
             s.update(ready=True, started=True, state={"running": {"startedAt": _stamp(start)}})
         else:
@@ -185,12 +229,22 @@ class _Pod:
                       else "Completed" if exit_code == 0 else "Error")
             s["state"] = {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": _stamp(start),
                                          "finishedAt": _stamp(end)}}
+            if name != SIDECAR and (message := self.termination_message(name, exit_code)) is not None:
+                s["state"]["terminated"]["message"] = message
         return s
 
     def events(self) -> list[dict]:
         ns = self.body["metadata"].get("namespace", "default")
         out = [("Normal", "Scheduled", "Successfully assigned to emulated-node")] if not self.outcome.never_scheduled \
             else [("Warning", "FailedScheduling", UNSCHEDULABLE)]
+        if self.outcome.image_pull_error:
+            image = self.base_image()
+            out += [("Normal", "Pulling", f'Pulling image "{image}"'),
+                    ("Warning", "Failed", f'Failed to pull image "{image}": {self.pull_error()}'),
+                    ("Warning", "Failed", "Error: ErrImagePull")]
+            if self.outcome.image_pull_error == "ImagePullBackOff":
+                out += [("Normal", "BackOff", f'Back-off pulling image "{image}"'),
+                        ("Warning", "Failed", "Error: ImagePullBackOff")]
         if self.started_at() is not None:
             out += [("Normal", "Pulled", "Container image already present on machine"),
                     ("Normal", "Started", "Started container base")]
@@ -400,8 +454,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, _status(400, "BadRequest", f"container {container} is not valid for pod {name}"))
         start = pod.started_at()
         if start is None:
+            why = ": image can't be pulled" if pod.outcome.image_pull_error and container != SIDECAR else ""
             return self._send(400, _status(400, "BadRequest",
-                                           f"container \"{container}\" in pod \"{name}\" is waiting to start"))
+                                           f"container \"{container}\" in pod \"{name}\" is waiting to start{why}"))
         lines = pod.outcome.logs if container not in pod.init_containers() and container != SIDECAR else []
         stamps = q.get("timestamps", "").lower() == "true"
         self.send_response(200)

@@ -11,7 +11,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from sandbox.k8s_emulator import K8sEmulator, label_selector_matches
+from sandbox.k8s_emulator import K8sEmulator, Outcome, label_selector_matches
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def api(tmp_path):
     emu.stop()
 
 
-def pod(name, labels, sidecar=False):
-    containers = [{"name": "base", "image": "runner"}]
+def pod(name, labels, sidecar=False, policy=None):
+    containers = [{"name": "base", "image": "runner", **({"terminationMessagePolicy": policy} if policy else {})}]
     if sidecar:
         containers.append({"name": "airflow-xcom-sidecar", "image": "alpine"})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
@@ -125,3 +125,56 @@ def test_unknown_requests_get_a_404_that_names_them(api):
     assert r.status_code == 404
     assert r.json()["message"] == "emulator: no route for GET /apis/batch/v1/namespaces/ns/jobs?limit=5"
     assert emu.requests[-1].path == "/apis/batch/v1/namespaces/ns/jobs"
+
+
+def terminated(v1, name):
+    return v1.read_namespaced_pod(name, "ns").status.container_statuses[0].state.terminated
+
+
+def test_the_termination_message_is_what_the_container_wrote_else_its_log_tail_on_error(api):
+    emu, v1 = api
+    emu.script({"case": "wrote"}, exit_code=4, message="release r: the cluster cannot be reached")
+    emu.script({"case": "short"}, exit_code=1, logs=["one", "two"])
+    emu.script({"case": "long"}, exit_code=1, logs=[f"line {i:03d} " + "x" * 40 for i in range(100)])
+    emu.script({"case": "ok"}, exit_code=0, logs=["fine"])
+    for case, policy in (("wrote", "FallbackToLogsOnError"), ("short", "FallbackToLogsOnError"),
+                         ("long", "FallbackToLogsOnError"), ("ok", "FallbackToLogsOnError"), ("file", "File")):
+        emu.script({"case": "file"}, exit_code=1, logs=["not a message"])
+        v1.create_namespaced_pod("ns", pod(case, {"case": case}, policy=policy))
+    assert terminated(v1, "wrote").message == "release r: the cluster cannot be reached"
+    assert terminated(v1, "short").message == "one\ntwo\n"
+    long = terminated(v1, "long").message
+    # the kubelet keeps the last 80 lines, and of those the last 2048 bytes
+    assert len(long.encode()) == 2048 and long.endswith("line 099 " + "x" * 40 + "\n") and "line 019" not in long
+    assert terminated(v1, "ok").message is None
+    assert terminated(v1, "file").message is None
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_an_image_that_cannot_be_pulled_keeps_the_pod_pending_and_says_why(api, reason):
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import detect_pod_terminate_early_issues
+
+    emu, v1 = api
+    emu.script({}, image_pull_error=reason)
+    body = pod("p", {}, sidecar=True)
+    body["spec"]["containers"][0]["image"] = "registry.example.org/hubflow/runner:nope"
+    v1.create_namespaced_pod("ns", body)
+    time.sleep(0.1)
+    read = v1.read_namespaced_pod("p", "ns")
+    assert read.status.phase == "Pending"
+    base, sidecar = (s.state.waiting for s in read.status.container_statuses)
+    assert base.reason == reason and '"registry.example.org/hubflow/runner:nope"' in base.message
+    assert sidecar.reason == "ContainerCreating"
+    events = v1.list_namespaced_event("ns", field_selector="involvedObject.name=p").items
+    failed = [e for e in events if e.type == "Warning" and e.reason == "Failed"]
+    assert failed[0].message.startswith('Failed to pull image "registry.example.org/hubflow/runner:nope": ')
+    with pytest.raises(ApiException) as err:
+        v1.read_namespaced_pod_log("p", "ns", container="base")
+    assert err.value.status == 400 and "image can't be pulled" in err.value.body
+    # the operator fails fast on it (a missing image is no transient registry outage)
+    assert detect_pod_terminate_early_issues(read).startswith(f"Image cannot be pulled, unable to start: {reason}")
+
+
+def test_an_unknown_image_pull_reason_is_refused():
+    with pytest.raises(ValueError, match="image_pull_error"):
+        Outcome(image_pull_error="Nope")
