@@ -40,7 +40,7 @@ T = TypeVar("T")
 STATES = ("pending", "success", "failure", "error")
 DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status descriptions
 REVERT_PREFIX = "hubflow/revert-"
-REVERT_HEADS = (REVERT_PREFIX, "revert-")  # hubflow's reverts and GitHub's "Revert" button
+REVERTS_LINE = re.compile(rf"^{re.escape(REVERTS_TRAILER)}: [0-9a-f]{{7,40}}[ \t]*$", re.M)
 
 
 class GitHubError(HubflowError):
@@ -178,6 +178,35 @@ def revert_branch(env: str, head: str) -> str:
     return f"{REVERT_PREFIX}{env}-{head[:7]}"
 
 
+def first_parent_line(commits: dict[str, tuple[list[str], str]], head: str) -> list[str]:
+    """The first-parent line of `head` within `commits` (sha -> (parents, message)), newest first."""
+    line: list[str] = []
+    sha: str | None = head
+    while sha in commits:
+        line.append(sha)
+        parents = commits[sha][0]
+        sha = parents[0] if parents else None
+    return line
+
+
+def revert_in(commits: dict[str, tuple[list[str], str]], line: list[str]) -> str | None:
+    """The oldest commit of `line` that brings in a commit with hubflow's revert trailer (a revert PR merged,
+    squashed or pushed), or None. The trailer decides, not a branch name: a feature branch may be called revert-x.
+    """
+    seen: set[str] = set()
+    for brought_by in reversed(line):
+        todo = [brought_by]
+        while todo:
+            sha = todo.pop()
+            if sha in seen or sha not in commits:
+                continue
+            seen.add(sha)
+            if REVERTS_LINE.search(commits[sha][1]):
+                return brought_by
+            todo += commits[sha][0]
+    return None
+
+
 # ---------------------------------------------------------------- operations
 
 
@@ -266,12 +295,14 @@ class GitHub:
         Only the first-parent line of `head` counts (the merges and squashes on the branch itself), so commits of
         the feature branches cost no lookups.
         """
-        commits = self.call(f"compare {base}...{head[:12]}", lambda: {
-            c.sha: [p.sha for p in c.parents] for c in self.repo.compare(base, head).commits})
-        line, sha = [], head
-        while sha in commits:
-            line.append(sha)
-            sha = commits[sha][0] if commits[sha] else None
+        return self._pulls_of(first_parent_line(self._compare(base, head), head))
+
+    def _compare(self, base: str, head: str) -> dict[str, tuple[list[str], str]]:
+        """The commits `head` adds over `base`: sha -> (parents, message), from one compare."""
+        return self.call(f"compare {base}...{head[:12]}", lambda: {
+            c.sha: ([p.sha for p in c.parents], c.commit.message) for c in self.repo.compare(base, head).commits})
+
+    def _pulls_of(self, line: list[str]) -> list[Pull]:
         pulls: list[Pull] = []
         for sha in reversed(line):
             pull = self.pull_for(sha)
@@ -395,19 +426,29 @@ class GitHub:
         with a PR to the branch that explains the failure; settings.revert.mode == "merge" merges it at once.
 
         `base` is the last good revision; for one failed merge it is that merge's first parent. Idempotent: the
-        PR and the branch are looked up before anything is made. A conflict raises RevertConflict and pushes nothing.
+        PR and the branch are looked up before anything is made; a merged revert PR is reused, one closed without
+        merging is not (a new PR is opened, the branch pushed again if it was deleted). A conflict raises
+        RevertConflict and pushes nothing. A range that brings in a commit with hubflow's revert trailer is refused
+        (RevertRefused): never revert a revert.
         """
         environment = self._environment(env)
         name = revert_branch(environment.name, head)
-        find = lambda: self._find_pull(name, environment.branch, state="all")  # noqa: E731
-        pr = self.call(f"look up the revert PR from {name}", find)
+        pr = self.call(f"look up the revert PR from {name}",
+                       lambda: self._find_pull(name, environment.branch, state="all"))
+        if pr is not None and pr.state == "closed" and not pr.merged:
+            log.info("the revert PR #%d from %s was closed without merging: opening a new one", pr.number, name)
+            pr = None
         if pr is None:
-            pulls = self.merged_pulls(base, head)
-            reverts = [p for p in pulls if p.head.startswith(REVERT_HEADS)]
-            if reverts:
+            commits = self._compare(base, head)
+            line = first_parent_line(commits, head)
+            brought_by = revert_in(commits, line)
+            if brought_by:
+                pull = self.pull_for(brought_by)
+                which = f"#{pull.number} ({pull.title!r})" if pull else f"commit {brought_by[:12]}"
                 raise RevertRefused(
-                    f"the failed range {base[:7]}..{head[:7]} on {environment.branch} holds the revert "
-                    f"#{reverts[0].number} ({reverts[0].title!r}); hubflow never reverts a revert: fix forward")
+                    f"the failed range {base[:7]}..{head[:7]} on {environment.branch} holds the revert {which}; "
+                    f"hubflow never reverts a revert: fix forward")
+            pulls = self._pulls_of(line)
             title, message, body = revert_texts(environment.name, environment.branch, base, head, pulls, reason,
                                                 links or {})
             if not self.call(f"look up branch {name}", lambda: self._branch_exists(name)):
@@ -415,7 +456,8 @@ class GitHub:
                                         head, name, message)
 
             def create() -> PullRequest:
-                return find() or self.repo.create_pull(base=environment.branch, head=name, title=title, body=body)
+                return (self._find_pull(name, environment.branch)
+                        or self.repo.create_pull(base=environment.branch, head=name, title=title, body=body))
             pr = self.call(f"open the revert PR {name} -> {environment.branch}", create)
         merged_sha = pr.merge_commit_sha if pr.merged else None
         if self.settings.revert.mode == "merge" and pr.state == "open":
