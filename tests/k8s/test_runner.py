@@ -377,6 +377,23 @@ def test_an_age_file_without_an_age_key_in_the_pod_fails_before_sops_runs(runner
     assert len(runner.calls("sops")) == 1
 
 
+def test_a_values_file_that_is_not_yaml_is_reported_by_line_only(runner, age_repo):
+    workdir = Path(age_repo[-1])
+    (workdir / "secrets.yaml").write_text("hub:\n  password: decrypted-value\n  - [\n")
+    proc = runner(*age_repo)
+    assert proc.returncode == 1
+    assert runner.termination(proc) == "release r in namespace ns: values file secrets.yaml is not valid YAML " \
+                                       "(line 3); the release is not installed"
+
+
+def test_an_unexpected_error_exits_1_and_says_so(runner, age_repo):
+    proc = runner(*age_repo[:-1], str(runner.tmp / "no-checkout"))
+    assert proc.returncode == 1
+    assert runner.termination(proc) == "release r in namespace ns: the runner failed unexpectedly " \
+                                       "(FileNotFoundError, see the log)"
+    assert "Traceback" in proc.stderr
+
+
 UNINSTALL = ["uninstall", "--release", "datahub-staging", "--namespace", "datahub-staging", "--timeout", "900s"]
 
 
