@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "plugins")]
 
-from hubflow.git import Repo  # noqa: E402
-from hubflow.plan import make_plan  # noqa: E402
+from hubflow.clients.git import Repo  # noqa: E402
+from hubflow.core.plan import make_plan  # noqa: E402
 from sandbox.sample_repo import commit, git, make_sample_repo  # noqa: E402
 
 SIZES = (3, 30, 300)

@@ -106,14 +106,14 @@ class Deployment:
         }
 
     def ledger(self):
-        from hubflow.ledger import Ledger
+        from hubflow.clients.ledger import Ledger
 
         return Ledger(self.ledger_url)
 
     def baseline(self) -> str:
         """Both environments run the initial revision, verified, with its images in the registry."""
-        from hubflow.git import Repo
-        from hubflow.plan import make_plan
+        from hubflow.clients.git import Repo
+        from hubflow.core.plan import make_plan
 
         repo = Repo(self.github.bare)
         head = repo.resolve("staging")[0]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hubflow.github import GitHubError
-from hubflow.revert import RevertConflict
+from hubflow.clients.github import GitHubError
+from hubflow.clients.revert import RevertConflict
 
 TITLE = ("Add $(touch PWNED) `touch PWNED` ; rm -rf ./x && echo \"hi\" 'q' | tee PWNED > PWNED < /dev/null\n"
          "second line {{ 7*7 }} {% if 1 %}x{% endif %} ${HOME} %(x)s ✓ ünïcödé 🚀")

@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from hubflow.errors import HubflowError
-from hubflow.webhook import Relay, make_server
+from hubflow.core.errors import HubflowError
+from hubflow.airflow.webhook import Relay, make_server
 
 SECRET = "webhook-secret-0123456789"
 PASSWORD = "airflow-password-9876"

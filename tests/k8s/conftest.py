@@ -46,7 +46,7 @@ def settings_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(settings_file):
-    from hubflow.config import load_settings
+    from hubflow.core.config import load_settings
 
     return load_settings(settings_file)
 
@@ -79,7 +79,7 @@ def sample(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def plan(sample, settings):
-    from hubflow.git import Repo
-    from hubflow.plan import make_plan
+    from hubflow.clients.git import Repo
+    from hubflow.core.plan import make_plan
 
     return make_plan(Repo(sample), None, "staging", settings.repository.fleet_file, ["staging", "prod"])

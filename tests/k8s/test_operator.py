@@ -32,7 +32,7 @@ def created(emulator, labels):
 @pytest.fixture(scope="module")
 def status_run(_emulator, settings):
     """Sync status pods: a success with XCom, a failure, and a hostile hub name."""
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     _emulator.reset()
     env = settings.environment("staging")
@@ -67,7 +67,7 @@ def test_a_failing_pod_fails_its_task_and_is_kept_for_debugging(status_run):
 
 
 def test_a_pod_that_never_schedules_fails_within_the_startup_timeout_saying_why(emulator, settings, capfd):
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     emulator.script({}, never_scheduled=True)
     dag_run = run("status", [pods.helm_status_pod(settings, settings.environment("staging"), "biology")])
@@ -110,7 +110,7 @@ def test_user_strings_reach_the_pod_verbatim_and_are_never_rendered_as_templates
 def test_the_plain_operator_would_render_expanded_values_which_is_why_hubflow_turns_templating_off(emulator,
                                                                                                  settings):
     """The finding behind HubflowPodOperator: with expand_kwargs from XCom, Airflow 3.3 renders every value."""
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     dag_run = run("status", [pods.helm_status_pod(settings, settings.environment("staging"), HOSTILE_HUB)],
                   deferrable="plain")
@@ -121,7 +121,7 @@ def test_the_plain_operator_would_render_expanded_values_which_is_why_hubflow_tu
 
 def test_upgrade_pod_with_hostile_revision_deferrable_returns_helm_revisions(emulator, settings, plan, capfd):
     """Deferrable mode: the trigger waits, the task resumes, logs and XCom come back; the revision is not rendered."""
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     env = settings.environment("staging")
     hostile = dataclasses.replace(plan, head=HOSTILE_REV)
@@ -144,7 +144,7 @@ def test_upgrade_pod_with_hostile_revision_deferrable_returns_helm_revisions(emu
 
 
 def test_failure_surfaces_the_pods_last_log_lines_deferrable(emulator, settings, capfd):
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     env = settings.environment("staging")
     emulator.script({"hubflow.io/kind": "rollback"}, exit_code=1, run_seconds=0.3,
@@ -182,7 +182,7 @@ def launcher_role():
 
 def test_the_launcher_role_allows_every_request_the_operator_made(status_run, emulator, settings):
     """include/k8s/hubflow-namespace.yaml against what the operator really asked for, sync and deferrable."""
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     _, _, _, sync_requests = status_run
     emulator.script({"hubflow.io/kind": "status"}, start_delay=0.5, xcom={})

@@ -1,4 +1,4 @@
-"""Pod specs built by hubflow.pods: arguments, labels, secrets, resources, service accounts, and the clone script."""
+"""Pod specs built by hubflow.k8s.pods: arguments, labels, secrets, resources, service accounts, and the clone script."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 @pytest.fixture(scope="module")
 def pods():
-    from hubflow import pods
+    from hubflow.k8s import pods
 
     return pods
 

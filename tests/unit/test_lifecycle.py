@@ -3,10 +3,10 @@ import datetime as dt
 
 import pytest
 
-from hubflow import lifecycle
-from hubflow.config import load_settings
-from hubflow.git import Repo
-from hubflow.ledger import Ledger
+from hubflow.core import lifecycle
+from hubflow.core.config import load_settings
+from hubflow.clients.git import Repo
+from hubflow.clients.ledger import Ledger
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 

@@ -1,12 +1,19 @@
-"""The pod operator: the provider's KubernetesPodOperator running a Pod that hubflow.k8s.pods composed."""
+"""The pod operator: the provider's KubernetesPodOperator running a Pod that hubflow.k8s.pods composed, and saying
+who is to blame when the pod does not succeed."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from hubflow.k8s.pods import compose
+from hubflow.core.lifecycle import PodFacts, pod_fault
+from hubflow.k8s.pods import LABEL, compose
+
+log = logging.getLogger("hubflow")
+FAULT_KEY = "fault"  # XCom key of {"blame", "summary"} when the pod did not succeed
 
 
 class HubflowPodOperator(KubernetesPodOperator):
@@ -18,6 +25,11 @@ class HubflowPodOperator(KubernetesPodOperator):
 
     Every field may carry user-controlled strings; Airflow 3.3 renders values that arrive through expand_kwargs
     like any other, so a hub name or revision holding `{{ ... }}` would run as a template. Nothing here needs Jinja.
+
+    When the pod does not succeed, the cluster's own account of it (exit code, termination message, waiting reason,
+    scheduling) is judged by `hubflow.core.lifecycle.pod_fault`; the verdict goes to XCom (`fault`) for `conclude`,
+    and the task fails with it as its last line. A pod that never started is deleted, so it cannot start later
+    behind the run's back; a pod still running is left for the retry to re-attach to (durable mode).
     """
 
     template_fields = ()
@@ -27,3 +39,68 @@ class HubflowPodOperator(KubernetesPodOperator):
         pod = compose(base_pod, {"name": name, "labels": labels, "arguments": arguments,
                                  "init_containers": init_containers})
         super().__init__(full_pod_spec=PodGenerator.deserialize_model_dict(pod), labels=labels, **kwargs)
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowFailException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - judged and re-raised below
+            self._judge(exc, context)
+
+    def trigger_reentry(self, context, event):
+        try:
+            return super().trigger_reentry(context, event)
+        except Exception as exc:  # noqa: BLE001 - judged and re-raised below
+            self._judge(exc, context)
+
+    def _judge(self, exc: Exception, context) -> None:
+        facts = self._facts(exc, context)
+        kind = self.labels.get(f"{LABEL}kind", "pod")
+        subject = self.labels.get(f"{LABEL}hub") or self.labels.get(f"{LABEL}image") or ""
+        fault = pod_fault(kind, facts)
+        context["ti"].xcom_push(key=FAULT_KEY, value=fault)
+        message = f"{kind} {subject}: {fault['summary']} ({fault['blame']} fault)"
+        if facts.running:
+            raise AirflowException(message) from exc  # retried: the next try re-attaches to the running pod
+        raise AirflowFailException(message) from exc
+
+    def _facts(self, exc: Exception, context) -> PodFacts:
+        facts = PodFacts(error=str(exc))
+        try:
+            pod = self.pod_manager.read_pod(self.pod) if getattr(self, "pod", None) else self.find_pod(
+                self.full_pod_spec.metadata.namespace, context, exclude_checked=False)
+        except Exception:  # noqa: BLE001 - the pod is gone or the API unreachable: judged as no pod
+            pod = None
+        if pod is None:
+            facts.exists = False
+            return facts
+        status = pod.status
+        facts.reason, facts.message = status.reason, status.message
+        for c in status.init_container_statuses or []:
+            if c.state and c.state.terminated and c.state.terminated.exit_code:
+                facts.init_failed = c.name
+                facts.message = c.state.terminated.message or facts.message
+        for cond in status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status == "False":
+                facts.unschedulable = cond.message or cond.reason or "unschedulable"
+        base = next((c for c in status.container_statuses or [] if c.name == self.base_container_name), None)
+        state = base.state if base else None
+        if state and state.terminated:
+            facts.exit_code = state.terminated.exit_code
+            facts.reason = state.terminated.reason if facts.reason != "DeadlineExceeded" else facts.reason
+            facts.message = state.terminated.message or facts.message
+        elif state and state.waiting:
+            facts.waiting_reason, facts.waiting_message = state.waiting.reason, state.waiting.message
+        elif state and state.running and status.phase == "Running":
+            facts.running = True
+        if not (facts.running or facts.exit_code is not None):
+            self._delete_unstarted(pod)
+        return facts
+
+    def _delete_unstarted(self, pod) -> None:
+        try:
+            self.pod_manager.delete_pod(pod)
+            log.info("deleted pod %s, which never started, so that it cannot start later", pod.metadata.name)
+        except Exception as exc:  # noqa: BLE001 - best effort; the line above the failure names the pod
+            log.warning("could not delete pod %s: %s", pod.metadata.name, exc)

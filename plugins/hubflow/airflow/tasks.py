@@ -1,52 +1,47 @@
-"""The bodies of the deploy DAG's tasks: each gathers what a step needs from Airflow (connections, variables,
-the run's context and XComs), calls the plain step in `lifecycle`, and leaves a readable log.
-
-The DAG files only wire these together. Everything here runs inside a task, never at import time.
+"""The bodies of the deploy DAG's tasks: each gathers what its step needs from Airflow (connections, variables, the
+run's context and XComs), calls one decision of hubflow.core.lifecycle, performs the effects it returns, and leaves
+a readable log. Everything here runs inside a task, never at import time.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
+from hubflow.airflow import hooks
+from hubflow.airflow.operators import FAULT_KEY
+from hubflow.clients.git import GitError
+from hubflow.clients.github import GitHubError, NotMergeable, RevertRefused
+from hubflow.clients.registry import RegistryError
+from hubflow.clients.revert import RevertConflict
 from hubflow.core import lifecycle
-from hubflow.core.config import Environment, Settings
-from hubflow.clients.ledger import Ledger
+from hubflow.core.config import ConfigError, Environment, Settings
+from hubflow.core.messages import outcome_message
+from hubflow.core.plan import PlanError, format_plan
+from hubflow.k8s import pods
 
 log = logging.getLogger("hubflow")
+ENDED_KEY = "ended"  # XCom of a task that ended the run before any pod ran: {"outcome", "detail"}
+PARAMS = ("revision", "force_reason")
+LEDGER_OUTCOME = {"unpromoted": "success"}  # verified, not promoted: still what the prod gate must see
+STATUS = {"success": "success", "unpromoted": "success", "failed": "failure", "stopped": "failure",
+          "platform": "error", "refused": "error", "unknown": "error"}
 
 
 # ---------------------------------------------------------------- what a task needs from Airflow
 
 
-def ledger(settings: Settings) -> Ledger:
-    from hubflow.airflow.hooks import ledger_url
-
-    return Ledger(ledger_url(settings.ledger.conn_id))
-
-
-def github(settings: Settings):
-    from hubflow.clients.github import GitHub
-
-    return GitHub.connect(settings)
-
-
 def mirror(settings: Settings, have: str | None = None):
     """The worker's mirror of the deployment repository, fetched unless it already holds `have`."""
-    from hubflow.airflow.hooks import github_token
     from hubflow.clients.mirror import sync
 
-    return sync(settings, github_token(settings.repository.github_conn_id), have=have)
+    return sync(settings, hooks.github_token(settings.repository.github_conn_id), have=have)
 
 
 def run_url(context: dict) -> str:
-    """Link to this run in the Airflow UI (commit statuses and PR bodies point here)."""
-    from airflow.configuration import conf
-
-    from urllib.parse import quote
-
-    base = conf.get("api", "base_url", fallback="") or "http://localhost:8080"
     dag_run = context["dag_run"]
-    return f"{base.rstrip('/')}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}"
+    return hooks.run_url(dag_run.dag_id, dag_run.run_id)
 
 
 def who(context: dict) -> str:
@@ -54,48 +49,69 @@ def who(context: dict) -> str:
     return getattr(dag_run, "triggering_user_name", None) or f"{dag_run.run_type} run"
 
 
-def refuse(settings: Settings, env: Environment, revision: str | None, reason: str, context: dict,
-           attempt: int | None = None) -> None:
-    """A run that must not go on: the ledger (this run's attempt, or a new one) and GitHub say why, and the task
-    fails without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
+def force_reason(context: dict) -> str | None:
+    return context["params"].get("force_reason") or None
 
+
+def end(settings: Settings, env: Environment, outcome: str, reason: str, context: dict, revision: str | None = None,
+        attempt: int | None = None) -> None:
+    """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
+    attempt, or a new one), the commit status and `record` say why, and the task fails without retries."""
+    context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": reason})
     if revision:
-        book = ledger(settings)
+        book = hooks.ledger(settings)
         if attempt is None:
-            force = context["params"].get("force_reason") or None
+            force = force_reason(context)
             attempt = book.start(env.name, revision, None, None, context["dag_run"].run_id,
                                  who(context) if force else None, force)
-        book.finish(attempt, "refused", reason)
-        github(settings).set_status(env.name, revision, "error", run_url(context), f"refused: {reason}")
-    raise AirflowFailException(f"refused: {reason}")
+        book.finish(attempt, outcome, reason)
+        try:
+            hooks.github(settings).set_status(env.name, revision, "error", run_url(context), f"{outcome}: {reason}")
+        except GitHubError as exc:
+            log.warning("could not set the commit status: %s", exc)
+    raise AirflowFailException(f"{outcome}: {reason}")
 
 
-# ---------------------------------------------------------------- the steps
+# ---------------------------------------------------------------- before the pods
 
 
 def resolve(settings: Settings, env: Environment, context: dict) -> dict:
-    from airflow.sdk import Variable
+    from hubflow.clients.ledger import LedgerError
 
-    from hubflow.core.freeze import variable_name
-
+    unknown = sorted(set(context["dag_run"].conf or {}) - set(PARAMS))
+    if unknown:
+        end(settings, env, "refused", f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes "
+                                      f"{', '.join(PARAMS)}", context)
     requested = context["params"].get("revision") or None
     try:
-        target = lifecycle.resolve(settings, env, mirror(settings), ledger(settings), requested,
-                                   Variable.get(variable_name(env.name), default=None))
+        repo = mirror(settings)
+        target = lifecycle.resolve(settings, env, repo, hooks.ledger(settings), requested,
+                                   hooks.freeze_switch(env.name))
     except lifecycle.Refused as exc:
-        refuse(settings, env, None, str(exc), context)
+        end(settings, env, "refused", str(exc), context)
+    except (GitError, LedgerError) as exc:
+        if requested and "unknown revision" in str(exc):
+            end(settings, env, "refused", str(exc), context)
+        end(settings, env, "platform", f"cannot read the deployment repository or the ledger: {exc}; nothing was "
+                                       "touched, the next trigger runs again", context)
     log.info("target %s (tree %s); last deployed %s%s", target.revision, target.tree, target.base or "none",
              f"; nothing to do: {target.skip}" if target.skip else "")
     return target.to_dict()
 
 
+def route(first: bool, target: dict) -> list[str]:
+    """The next step: nothing (already deployed, held), a promotion owed by an earlier run, or the deploy."""
+    if target["skip"]:
+        return ["catch_up"] if target.get("owed") else []
+    return ["plan"] if first else ["gate"]
+
+
 def gate(settings: Settings, env: Environment, target: dict, context: dict) -> str | None:
-    force = context["params"].get("force_reason") or None
+    force = force_reason(context)
     try:
-        verified = lifecycle.gate(settings, env, lifecycle.Target(**target), ledger(settings), force)
+        verified = lifecycle.gate(settings, env, lifecycle.Target(**target), hooks.ledger(settings), force)
     except lifecycle.Refused as exc:
-        refuse(settings, env, target["revision"], str(exc), context)
+        end(settings, env, "refused", str(exc), context, target["revision"])
     if verified:
         log.info("gate passed: %s has the tree of %s, verified before", target["revision"][:12], verified[:12])
     elif force:
@@ -104,136 +120,196 @@ def gate(settings: Settings, env: Environment, target: dict, context: dict) -> s
 
 
 def plan(settings: Settings, env: Environment, target: dict, context: dict) -> dict:
-    """Plan the range, open the ledger attempt, mark the commit pending, and list the pods it may run."""
-    from hubflow.k8s import pods
-    from hubflow.core.plan import format_plan
-
+    """Plan the range and build its pods, then open the ledger attempt and mark the commit pending."""
     t = lifecycle.Target(**target)
-    book = ledger(settings)
-    the_plan = lifecycle.plan(settings, mirror(settings, t.revision), t, book)
+    book = hooks.ledger(settings)
+    force = force_reason(context)
+    try:
+        the_plan = lifecycle.plan(settings, mirror(settings, t.revision), t, book)
+        specs = pods.deploy_pods(settings, env, the_plan)
+    except (pods.PodSpecError, PlanError, ConfigError) as exc:
+        end(settings, env, "refused", f"cannot plan {t.revision[:12]}: {exc}", context, t.revision)
     log.info("%s", format_plan(the_plan))
-    force = context["params"].get("force_reason") or None
     attempt = book.start(env.name, t.revision, t.base, t.tree, context["dag_run"].run_id,
                          who(context) if force else None, force)
     book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})
-    github(settings).set_status(env.name, t.revision, "pending", run_url(context),
-                                f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
-    specs = pods.deploy_pods(settings, env, the_plan)
+    hooks.github(settings).set_status(env.name, t.revision, "pending", run_url(context),
+                                      f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
     return {"attempt": attempt, "plan": the_plan.to_dict(), "hubs": [h.name for h in the_plan.hubs],
             "build": specs["build"], "upgrade": specs["upgrade"]}
 
 
-def build_pods(settings: Settings, env: Environment, planned: dict, context: dict) -> list[dict]:
-    """The images whose tag the registry lacks are the only ones built (a revert builds nothing).
-
-    An environment that never builds fails here, before any hub is touched, when an image is missing.
-    """
-    from hubflow.clients.registry import RegistryClient, credentials_from_connection
-
-    client = RegistryClient(credentials_from_connection(settings.registry.conn_id))
-    images = [i for i in planned["plan"]["images"] if not client.exists(i["repository"], i["tag"])]
-    if images and not env.build_images:
-        refuse(settings, env, planned["plan"]["head"], f"{env.name} never builds, and these images are not in "
-               "the registry: " + ", ".join(f"{i['repository']}:{i['tag']}" for i in images), context,
-               planned["attempt"])
-    names = {i["name"] for i in images}
-    for image in planned["plan"]["images"]:
+def build_pods(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> list[dict]:
+    """Only the images whose tag the registry lacks are built (a revert builds nothing). An environment that never
+    builds refuses, before any hub is touched, when an image is missing or differs from what was verified."""
+    images = planned["plan"]["images"]
+    revision, attempt = planned["plan"]["head"], planned["attempt"]
+    try:
+        registry = hooks.registry(settings)
+        digests = {i["name"]: registry.digest(i["repository"], i["tag"]) for i in images}
+    except RegistryError as exc:
+        end(settings, env, "platform", f"the registry cannot be read: {exc}; nothing was touched", context,
+            revision, attempt)
+    missing = [i for i in images if digests[i["name"]] is None]
+    if missing and not env.build_images:
+        end(settings, env, "refused", f"{env.name} never builds, and these images are not in the registry: "
+            + ", ".join(f"{i['repository']}:{i['tag']}" for i in missing), context, revision, attempt)
+    if not env.build_images:
+        verified = _verified_digests(settings, env, target)
+        differ = [f"{i['repository']}:{i['tag']} is {digests[i['name']]}, {verified[i['name']]} was verified"
+                  for i in images if verified.get(i["name"]) not in (None, digests[i["name"]])]
+        if differ:
+            end(settings, env, "refused", "an image changed in the registry since it was verified: "
+                + "; ".join(differ), context, revision, attempt)
+    for image in images:
         log.info("image %s:%s %s", image["repository"], image["tag"],
-                 "is missing: building it" if image["name"] in names else "is in the registry: not building")
-    return [spec for spec in planned["build"] if spec["labels"].get("hubflow.io/image") in names]
+                 "is missing: building it" if image in missing else f"is in the registry ({digests[image['name']]})")
+    names = {i["name"] for i in missing}
+    return [spec for spec in planned["build"] if spec["labels"].get(f"{pods.LABEL}image") in names]
+
+
+def _verified_digests(settings: Settings, env: Environment, target: dict) -> dict[str, str]:
+    """The image digests recorded when the revision this one promotes was verified in the previous environment."""
+    names = [e.name for e in settings.environments]
+    previous = names[names.index(env.name) - 1] if names.index(env.name) else None
+    if not previous:
+        return {}
+    book = hooks.ledger(settings)
+    revision = book.verified_revision_for_tree(previous, target["tree"])
+    attempt = next((a for a in book.attempts(previous, 200) if a.revision == revision and a.outcome == "success"),
+                   None)
+    return (attempt.record.get("digests") or {}) if attempt else {}
 
 
 def hub_of(spec: dict) -> str:
     """The hub a helm pod is for (hub names are valid label values, so the label is the name)."""
-    return spec["labels"]["hubflow.io/hub"]
+    return spec["labels"][f"{pods.LABEL}hub"]
+
+
+# ---------------------------------------------------------------- the pods' outcome
 
 
 def verify(settings: Settings, env: Environment, target: dict, hub: str, context: dict) -> dict:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """Smoke-test one hub. The result always reaches XCom (also when the check could not be attempted: a platform
+    fault), and a failure fails the task so the grid shows it."""
     from hubflow.clients.verification import verify_hub
 
-    result = verify_hub(settings, env.name, hub, mirror(settings, target["revision"]), target["base"],
-                        target["revision"])
+    try:
+        result = verify_hub(settings, env.name, hub, mirror(settings, target["revision"]), target["base"],
+                            target["revision"], hooks.smoke_token(env.smoke_token_conn_id))
+    except Exception as exc:  # noqa: BLE001 - the verification could not be attempted: the platform's fault
+        result = {"ok": False, "blame": "platform", "hub": hub, "environment": env.name, "checks": [],
+                  "error": f"the verification could not be attempted: {exc}"}
     context["ti"].xcom_push(key="result", value=result)
     if not result["ok"]:
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in result["checks"] if c["status"] == "failed")
-        raise AirflowFailException(f"hub {hub} failed verification in {env.name}: {failed}")
+        raise AirflowFailException(f"hub {hub} failed verification in {env.name}: {failed or result.get('error')}")
     return result
 
 
 def conclude(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
-    """What happened, read from the task states and XComs of build, deploy and verify."""
-    refused = {"outcome": "refused", "detail": "refused before any pod ran: nothing was touched"}
-    if not planned:
-        return refused
+    """What the pods did (core.lifecycle.conclude); a verified revision is recorded as such at once, before any
+    promotion, so the next environment's gate can always see it."""
+    if not planned:  # the run ended before planning (nothing to do, a refusal): `record` says so
+        return None
     ti, dag_run = context["ti"], context["dag_run"]
-    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=["build_pods", "upgrade_pods", "build", "deploy",
-                                                                 "verify"],
-                                run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
-    if any(states.get(task) != "success" for task in ("build_pods", "upgrade_pods")):
-        return refused
-    n = len(planned["hubs"])
+    states = task_states(context, ["build", "deploy", "verify"])
+    n, builds = len(planned["hubs"]), _expanded(context, "build")
     deployed = [ti.xcom_pull(task_ids="deploy", map_indexes=i) for i in range(n)]
     verified = [ti.xcom_pull(task_ids="verify", key="result", map_indexes=i) for i in range(n)]
-    outcome = lifecycle.conclude(env, target, planned, states, deployed, verified)
-    ledger(settings).update(planned["attempt"], releases=outcome["releases"], verification=outcome["verification"])
-    log.info("%s", outcome["detail"])
+    build_faults = [ti.xcom_pull(task_ids="build", key=FAULT_KEY, map_indexes=i) for i in range(builds)]
+    deploy_faults = [ti.xcom_pull(task_ids="deploy", key=FAULT_KEY, map_indexes=i) for i in range(n)]
+    built = ti.xcom_pull(task_ids="build_pods") or []
+    planned_built = dict(planned, build=built)
+    outcome = lifecycle.conclude(env.name, target, planned_built, states, deployed, verified, build_faults,
+                                 deploy_faults)
+    book = hooks.ledger(settings)
+    book.update(planned["attempt"], releases=outcome["releases"], verification=outcome["verification"])
+    if outcome["outcome"] == "success":
+        try:  # what the next environment checks before it deploys the same images
+            registry = hooks.registry(settings)
+            digests = {i["name"]: registry.digest(i["repository"], i["tag"]) for i in planned["plan"]["images"]}
+        except RegistryError as exc:
+            log.warning("image digests not recorded (the next environment cannot compare them): %s", exc)
+            digests = {}
+        book.update(planned["attempt"], digests=digests, promotion="owed" if settings.next_environment(env.name)
+                    else "none")
+        book.finish(planned["attempt"], "success", outcome["detail"])
+    log.info("%s (run %s)", outcome["detail"], dag_run.run_id)
     return outcome
 
 
-def succeed(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
-    """Success: status, the asset event for the verified revision, and the promotion PR when there is a next env."""
-    gh = github(settings)
-    url = run_url(context)
-    gh.set_status(env.name, target["revision"], "success", url,
-                  f"verified {len(planned['hubs'])} hub(s) on {env.name}")
-    links = {"run": url}
+def decide(outcome: dict | None) -> list[str]:
+    return {"success": ["succeed"], "failed": ["rollback_pods", "fail"],
+            "platform": ["rollback_pods", "fail"]}.get(outcome["outcome"], [])
+
+
+def promote(settings: Settings, env: Environment, revision: str, attempt: int, hubs: int, context: dict) -> dict:
+    """Status success and the promotion PR to the next environment (merged when `promotion.mode: merge`, only
+    while its head is still the verified revision). Safe to retry: the PR is found before it is made."""
+    gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
+    gh.set_status(env.name, revision, "success", url, f"verified {hubs} hub(s) on {env.name}")
+    links: dict[str, str] = {"run": url}
+    state = "none"
     if settings.next_environment(env.name):
-        pull = gh.ensure_promotion(env.name, target["revision"], {f"{env.name} verification run": url})
+        pull = gh.ensure_promotion(env.name, revision, {f"{env.name} verification run": url})
         if pull:
-            links["promotion"] = pull.url
+            links["promotion"], state = pull.url, "opened"
             log.info("promotion PR #%s: %s", pull.number, pull.url)
-            if settings.promotion.mode == "merge":  # only while its head is still the verified revision
-                links["promotion merge"] = gh.merge(pull.number, expected_head=target["revision"])
-                log.info("promotion PR #%s merged: %s", pull.number, links["promotion merge"])
-    ledger(settings).update(planned["attempt"], links=links)
+            if settings.promotion.mode == "merge":
+                try:
+                    links["promotion merge"] = gh.merge(pull.number, expected_head=revision)
+                    state = "merged"
+                    log.info("promotion PR #%s merged: %s", pull.number, links["promotion merge"])
+                except NotMergeable as exc:
+                    log.warning("promotion PR #%s left open: %s", pull.number, exc)
+    book.update(attempt, links=links, promotion=state)
     return links
 
 
+def succeed(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
+    return promote(settings, env, target["revision"], planned["attempt"], len(planned["hubs"]), context)
+
+
+def catch_up(settings: Settings, env: Environment, target: dict, context: dict) -> dict:
+    """The revision is deployed and verified but its promotion never happened (GitHub was down): do it now."""
+    attempt = hooks.ledger(settings).get(target["owed"])
+    log.info("%s is verified in %s but was never promoted: opening the promotion now", target["revision"][:12],
+             env.name)
+    links = promote(settings, env, target["revision"], attempt.id, len(attempt.record.get("plan", {})
+                                                                          .get("hubs", [])), context)
+    log.info("%s: promotion of %s caught up: %s", env.name, target["revision"][:12], links.get("promotion", "-"))
+    return links
+
+
+def rollback_pods(settings: Settings, env: Environment, outcome: dict) -> list[dict[str, Any]]:
+    return pods.undo_pods(settings, env, lifecycle.to_undo(outcome))
+
+
 def fail(settings: Settings, env: Environment, target: dict, planned: dict, outcome: dict, context: dict) -> dict:
-    """Failure: hold the revision, revert the range on the branch, comment on its PRs, failure status.
-
-    The rollback of the hubs runs as pods beside this task. A range that is itself a revert is never reverted:
-    the line stops and the message says so.
-    """
-    from hubflow.clients.github import GitHubError, RevertRefused
-
-    gh, book, url = github(settings), ledger(settings), run_url(context)
+    """The failure path the core decides (lifecycle.aftermath): hold and revert the revision only when it is to
+    blame, the commit status, the comments on its PRs. Safe to retry: the hold, the revert PR, the branch and the
+    comments are looked up before they are made; a transient GitHub error fails the try and Airflow retries."""
+    gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
     revision, base = target["revision"], target["base"]
-    book.hold(revision, env.name, outcome["detail"])
-    links: dict[str, str] = {"run": url}
-    state = "failed"
-    if target.get("reverts"):
-        state = "stopped"
-        note = ("the failed range reverts held revision(s) " + ", ".join(r[:12] for r in target["reverts"])
-                + ": hubflow never reverts a revert; the line is stopped until a person fixes forward")
-    elif base is None:
-        state = "stopped"
-        note = "this was the first deploy of the environment: there is no good revision to revert to"
-    else:
+    plan = lifecycle.aftermath(outcome, target)
+    state, note, links = plan["state"], plan["note"], {"run": url}
+    if plan["hold"]:
+        book.hold(revision, env.name, outcome["detail"])
+    if plan["revert"]:
         try:
             reverted = gh.revert(env.name, base, revision, outcome["detail"], {"run": url})
             links["revert"] = reverted.pull.url
-            note = f"revert PR #{reverted.pull.number}" + (" merged" if reverted.merged_sha else " opened")
+            state, note = lifecycle.revert_note("made", number=reverted.pull.number, merged=bool(reverted.merged_sha))
         except RevertRefused as exc:
-            state, note = "stopped", f"{exc}; the line is stopped"
-        except GitHubError as exc:
-            state, note = "stopped", f"the revert could not be made: {exc}; revert by hand"
-    gh.set_status(env.name, revision, "failure", url, outcome["detail"])
-    body = lifecycle.failure_comment(env.name, revision, outcome, note, links)
-    for pull in gh.merged_pulls(base, revision) if base else []:
-        links[f"comment #{pull.number}"] = gh.comment(pull.number, f"hubflow-{env.name}-{revision}", body)
+            state, note = lifecycle.revert_note("refused", error=str(exc))
+        except RevertConflict as exc:
+            state, note = lifecycle.revert_note("conflict", files=exc.files)
+    gh.set_status(env.name, revision, plan["status"], url, outcome["detail"])
+    if outcome["outcome"] == "failed":
+        body = lifecycle.failure_comment(env.name, revision, outcome, note, links)
+        for pull in gh.merged_pulls(base, revision) if base else []:
+            links[f"comment #{pull.number}"] = gh.comment(pull.number, f"hubflow-{env.name}-{revision}", body)
     book.update(planned["attempt"], links=links, revert=note)
     log.warning("%s; %s", outcome["detail"], note)
     return {"state": state, "note": note, "links": links}
@@ -241,35 +317,40 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, outc
 
 def record(settings: Settings, env: Environment, target: dict | None, planned: dict | None, outcome: dict | None,
            aftermath: dict | None, context: dict) -> str:
-    """Close the ledger attempt, notify, and end the log with one line: what happened and where env is now."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from hubflow.core import messages as notify
-
-    if not (target and planned and outcome) or outcome["outcome"] == "refused":  # see the failed task above
-        raise AirflowFailException(f"{env.name}: the run was refused or stopped before anything was deployed; "
-                                   f"{env.name} is unchanged")
-    state = (aftermath or {}).get("state", "failed") if outcome["outcome"] == "failed" else "success"
-    failed_rollbacks = _failed_rollbacks(context) if state != "success" else []
-    state = "stopped" if failed_rollbacks else state
-    line = lifecycle.final_line(env.name, target, outcome, aftermath, failed_rollbacks)
-    ledger(settings).finish(planned["attempt"], "success" if state == "success" else "failed", line)
+    """Close the ledger attempt, set the final status, notify, and end the log with one line: what happened and
+    what runs in the environment now (core.lifecycle.final)."""
+    ti = context["ti"]
+    ended = next((e for t in ("resolve", "gate", "plan", "build_pods")
+                  if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)
+    states = task_states(context, ["succeed", "fail", "rollback", "rollback_pods", "catch_up"])
+    undo = lifecycle.to_undo(outcome) if outcome else []
+    state, line = lifecycle.final(env.name, target, planned, outcome, aftermath, states, undo, ended)
+    if state == "skipped":  # nothing new on the branch: no attempt, no message
+        log.info("%s", line)
+        return line
     links = dict((aftermath or {}).get("links") or {}, run=run_url(context))
-    notify.send(settings, notify.outcome_message(env.name, target["revision"], state, line, links))
+    if planned and not ended:
+        hooks.ledger(settings).finish(planned["attempt"], LEDGER_OUTCOME.get(state, state), line)
+        try:
+            hooks.github(settings).set_status(env.name, target["revision"], STATUS[state], links["run"], line)
+        except GitHubError as exc:
+            log.warning("could not set the final commit status (%s): %s", STATUS[state], exc)
+    hooks.notify(settings, outcome_message(env.name, (target or {}).get("revision", "?"), state, line, links))
     if state != "success":
         raise AirflowFailException(line)  # the run shows failed, and this line ends its log
     log.info("%s", line)
     return line
 
 
-def _failed_rollbacks(context: dict) -> list[str]:
-    """The hubs whose rollback pod failed in this run."""
+def task_states(context: dict, task_ids: list[str]) -> dict[str, str]:
+    """States of this run's tasks, mapped instances as `<task>_<index>`."""
     ti, dag_run = context["ti"], context["dag_run"]
-    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=["rollback"],
-                                run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
-    specs = ti.xcom_pull(task_ids="rollback_pods") or []
-    return [hub_of(specs[i]) for key, state in states.items()
-            if state == "failed" and (i := lifecycle.map_index_of(key)) is not None and i < len(specs)]
+    return ti.get_task_states(dag_id=dag_run.dag_id, task_ids=task_ids,
+                              run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+
+
+def _expanded(context: dict, task_id: str) -> int:
+    return len(context["ti"].xcom_pull(task_ids=f"{task_id}_pods") or [])
 
 
 def on_failure(context: dict) -> None:
@@ -277,10 +358,3 @@ def on_failure(context: dict) -> None:
     ti = context["ti"]
     exc = context.get("exception")
     log.error("%s", lifecycle.failed_task_line(ti.task_id, ti.map_index, str(exc) if exc else ""))
-
-
-def rollback_pods(settings: Settings, env: Environment, outcome: dict) -> list[dict[str, Any]]:
-    from hubflow.k8s import pods
-
-    return [pods.helm_rollback_pod(settings, env, r["hub"], r["previous_revision"])
-            for r in outcome["releases"] if r.get("upgraded") and r.get("previous_revision")]

@@ -102,6 +102,10 @@ class RegistryClient:
 
     def exists(self, repository: str, tag: str) -> bool:
         """True when the registry has a manifest for `repository:tag`, False when it answers not found."""
+        return self.digest(repository, tag) is not None
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The manifest digest of `repository:tag` (what a pull gets), None when the registry has no such tag."""
         host, path = split_reference(repository)
         image = f"{repository}:{tag}"
         url = f"{self._url(host)}/v2/{path}/manifests/{tag}"
@@ -116,7 +120,9 @@ class RegistryClient:
             if response.status_code == 401:
                 raise RegistryAuthError(f"{host} refused the credentials for {image}"
                                         if self._auth_for(host) else f"{host} needs credentials to read {image}")
-        return self._verdict(response, host, image)
+        if not self._verdict(response, host, image):
+            return None
+        return response.headers.get("Docker-Content-Digest") or "unknown"
 
     def missing(self, images: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The (repository, tag) pairs that the registry does not have (in the given order)."""

@@ -216,7 +216,8 @@ def base_pod(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]
         metadata=k8s.V1ObjectMeta(namespace=p.namespace),
         spec=k8s.V1PodSpec(
             containers=[container],
-            service_account_name=env.service_account,
+            # builds get an account with no role and no cloud identity; only helm pods act as the deployer
+            service_account_name=p.build_service_account if kind == "build" else env.service_account,
             automount_service_account_token=automount,
             restart_policy="Never",
             active_deadline_seconds=pod_seconds(settings, kind),
@@ -325,6 +326,22 @@ def helm_rollback_pod(settings: Settings, env: Environment, hub_name: str, to_re
         "arguments": ["rollback", "--release", env.release_for(hub_name), "--namespace", env.namespace_for(hub_name),
                       "--to", str(to_revision), "--timeout", f"{settings.timeouts.helm_seconds}s"],
     }
+
+
+def helm_uninstall_pod(settings: Settings, env: Environment, hub_name: str) -> dict[str, Any]:
+    """Uninstall one hub's release: a hub this run installed for the first time, then failed (nothing ran before)."""
+    return {
+        "name": pod_name("uninstall", hub_name, env.name),
+        "labels": pod_labels(env, "rollback", hub=hub_name, action="uninstall"),
+        "arguments": ["uninstall", "--release", env.release_for(hub_name), "--namespace",
+                      env.namespace_for(hub_name), "--timeout", f"{settings.timeouts.helm_seconds}s"],
+    }
+
+
+def undo_pods(settings: Settings, env: Environment, undo: list[dict]) -> list[dict[str, Any]]:
+    """The rollback pods of what a run must put back (`hubflow.core.lifecycle.to_undo`)."""
+    return [helm_rollback_pod(settings, env, u["hub"], u["to"]) if u["action"] == "rollback"
+            else helm_uninstall_pod(settings, env, u["hub"]) for u in undo]
 
 
 def helm_status_pod(settings: Settings, env: Environment, hub_name: str) -> dict[str, Any]:

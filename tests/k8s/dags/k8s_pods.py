@@ -8,8 +8,8 @@ import os
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag, task
-from hubflow import pods
-from hubflow.config import load_settings
+from hubflow.k8s import pods
+from hubflow.core.config import load_settings
 
 FAST = {"startup_check_interval_seconds": 0.2, "poll_interval": 0.2, "base_container_status_polling_interval": 0.1}
 
