@@ -181,9 +181,79 @@ def test_discovered_hub_errors_name_their_own_file():
     ("hub/templates/x.yaml", "hub/*", False),
     ("hub/values.yaml", "hub/*", True),
     ("images/primary/environment.yml", "images/primary", True),
+    # gitwildmatch, read from the repository root
+    ("deployments/a/config/x.yaml", "deployments/*/config", True),
+    ("deployments/a/b/config/x.yaml", "deployments/*/config", False),
+    ("deployments/a/b/config/x.yaml", "deployments/**/config", True),
+    ("a/x.md/b.md", "**/*.md", True),
+    ("hub/a", "hub/[ab]", True),
+    ("hub/c", "hub/[!ab]", True),
+    ("hub/a", "hub/?", True),
+    ("hub/ab", "hub/?", False),
+    ("x/docs/a.md", "docs", False),
+    ("!important", "!important", True),
+    ("#notes", "#notes", True),
 ])
 def test_glob_match(path, pattern, hit):
     assert config.glob_match(path, pattern) is hit
+
+
+BAD_PATTERNS = [("a]b[", "unbalanced brackets"), ("hub/[", "unbalanced brackets"), ("/etc/*", "absolute"),
+                ("../x/**", "`..` part"), ("a/./b", "`.` or `..` part"), ("a//b", "empty"), ("a\\b*", "backslash"),
+                ("", "empty")]
+
+
+@pytest.mark.parametrize("pattern,reason", BAD_PATTERNS)
+def test_bad_patterns_fail_at_load_with_the_field(pattern, reason):
+    fleet = f"""
+chart: hub
+redeploy_all: [hub/**, {json.dumps(pattern)}]
+deploy_nothing: [{json.dumps(pattern)}]
+hub_discovery: [{{pattern: "deployments/*/hubflow-hub.yaml"}}, {{pattern: {json.dumps(pattern)}}}]
+"""
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_fleet(fleet, "fleet.yaml")
+    found = problems(err.value)
+    for field in ("redeploy_all", "deploy_nothing", "hub_discovery[1].pattern"):
+        assert reason in found[field] and repr(pattern) in found[field], found
+
+
+@pytest.mark.parametrize("field", ["context", "dockerfile"])
+@pytest.mark.parametrize("path", ["/var/run/secrets/registry", "../../secrets", "images/primary/../../..",
+                                  "images\\..\\..\\x", "..\\x", "./images", "images/*", "\\\\host\\share", " "])
+def test_image_context_and_dockerfile_stay_in_the_repository(field, path):
+    fleet = f"""
+chart: hub
+images:
+  - {{name: primary, paths: [images/primary], repository: r/p, {field}: {json.dumps(path)}}}
+"""
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_fleet(fleet, "fleet.yaml")
+    assert "not a path inside the repository" in problems(err.value)[f"images[0].{field}"]
+
+
+def test_dockerfile_is_read_inside_its_context():
+    fleet = config.parse_fleet("""
+chart: hub
+images:
+  - {name: a, paths: [images/a], repository: r/a}
+  - {name: b, paths: [images/b, shared], repository: r/b, context: images, dockerfile: b/Dockerfile.gpu}
+""")
+    assert [i.dockerfile_path for i in fleet.images] == ["images/a/Dockerfile", "images/b/Dockerfile.gpu"]
+
+
+def test_values_files_and_notebooks_are_repository_paths():
+    fleet = """
+chart: hub
+hubs:
+  - {name: a, folder: deployments/a, external_image: x, values: {common: [../../etc/x.yaml]},
+     smoke: {notebook: /etc/passwd}}
+"""
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_fleet(fleet, "fleet.yaml")
+    found = problems(err.value)
+    assert "not a path inside the repository" in found["hubs[0].values.common[0]"]
+    assert "not a path inside the repository" in found["hubs[0].smoke.notebook"]
 
 
 def test_committed_schemas_match_the_models():

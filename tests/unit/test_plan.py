@@ -212,12 +212,12 @@ def test_fleet_file_missing_at_head(sample):
 
 def count_git(monkeypatch):
     calls = []
-    real = subprocess.run
+    real = subprocess.Popen  # the git runner starts every process with Popen
 
     def spy(args, *a, **kw):
         calls.append(args)
         return real(args, *a, **kw)
-    monkeypatch.setattr(subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "Popen", spy)
     return calls
 
 
@@ -235,7 +235,7 @@ def test_git_processes_do_not_grow_with_hubs(tmp_path, monkeypatch, first):
         monkeypatch.undo()
         assert len(p.hubs) == n
         counts.append(len(calls))
-    assert counts[0] == counts[1]
+    assert counts[0] == counts[1] > 0
 
 
 def test_also_deploys_named_hubs_with_their_images(sample):
@@ -244,3 +244,26 @@ def test_also_deploys_named_hubs_with_their_images(sample):
     p = make_plan(repo, base, "HEAD", FLEET, ENVS, also={"biology": "redeploy after a revert", "gone": "ignored"})
     assert hubs(p) == {"biology": "redeploy after a revert"}
     assert images(p) == {"datascience": (False, "unchanged")}
+
+
+def test_a_bad_discovery_pattern_is_a_config_error_not_a_crash(sample):
+    root, repo, base = sample
+    fleet = (root / FLEET).read_text() + '  - pattern: "a]b["\n'
+    commit(root, "bad pattern", {FLEET: fleet})
+    with pytest.raises(ConfigError) as err:
+        plan(repo, base)
+    assert [(p, "unbalanced" in r) for _, p, r in err.value.problems] == [("hub_discovery[1].pattern", True)]
+
+
+def test_a_build_context_must_be_a_folder_of_the_tree_never_a_link(sample):
+    root, repo, base = sample
+    (root / "images" / "creds").symlink_to("/var/run/secrets/registry")
+    fleet = (root / FLEET).read_text().replace(
+        "paths: [images/primary]", "paths: [images/primary]\n    context: images/creds").replace(
+        "paths: [images/datascience]", "paths: [images/datascience]\n    dockerfile: Dockerfile.gpu")
+    commit(root, "build from the registry credentials", {FLEET: fleet})
+    with pytest.raises(ConfigError) as err:
+        plan(repo, base)
+    found = {p: r for _, p, r in err.value.problems}
+    assert found["images[0].context"].startswith("build context 'images/creds' is not a folder")
+    assert found["images[1].dockerfile"].startswith("'images/datascience/Dockerfile.gpu' does not exist")

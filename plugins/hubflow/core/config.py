@@ -10,15 +10,19 @@ No Airflow import here: the CLI, the plan and the tests use this module on their
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import string
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from croniter import CroniterBadDateError, croniter
 from hubflow.core.errors import HubflowError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 DEFAULT_SETTINGS = Path(__file__).resolve().parents[3] / "include" / "hubflow.yaml"
 HUB_PLACEHOLDERS = {"hub", "env"}
@@ -92,6 +96,8 @@ class Repository(_Model):
 
 
 class FreezeWindow(_Model):
+    """One absolute window, e.g. the winter break."""
+
     start: dt.datetime = Field(description="ISO 8601 with a time zone, e.g. 2026-12-18T17:00:00-08:00")
     end: dt.datetime
     reason: str = "scheduled freeze"
@@ -104,6 +110,79 @@ class FreezeWindow(_Model):
         return v
 
 
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+
+
+def parse_duration(v: str) -> dt.timedelta:
+    """`2d16h`, `64h`, `90m`: days, hours, minutes, in that order; the one format freeze windows take."""
+    m = _DURATION.fullmatch(v.strip())
+    if not m or not any(m.groups()):
+        raise ValueError(f"{v!r} is not a duration such as 64h, 90m or 2d16h")
+    days, hours, minutes = (int(g or 0) for g in m.groups())
+    length = dt.timedelta(days=days, hours=hours, minutes=minutes)
+    if not length:
+        raise ValueError(f"{v!r}: a freeze window must last longer than zero")
+    return length
+
+
+class RecurringFreezeWindow(_Model):
+    """A window that comes back, e.g. every weekend; its start is wall-clock time in its zone, DST included."""
+
+    cron: str = Field(description="when each window starts: five cron fields (minute hour day month weekday) or an "
+                      "alias such as @weekly, e.g. \"0 16 * * FRI\"")
+    duration: str = Field(description="how long each window lasts, in wall-clock time of its zone: days, hours, "
+                          "minutes as in 64h, 90m or 2d16h (64h from Friday 16:00 ends Monday 08:00, DST or not)")
+    timezone: str = Field(description="IANA time zone the cron is read in, e.g. America/Los_Angeles")
+    reason: str = "scheduled freeze"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not (len(v.split()) == 5 or v.startswith("@")) or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day month weekday)")
+        try:
+            croniter(v, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"{v!r} never starts (no such date)") from None
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known IANA time zone (e.g. America/Los_Angeles, UTC)") from None
+        return v
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def length(self) -> dt.timedelta:
+        return parse_duration(self.duration)
+
+
+def _window_kind(v: Any) -> str:
+    """A window with a `cron` recurs; the error then speaks of that kind only, not of both."""
+    recurring = isinstance(v, RecurringFreezeWindow) or (isinstance(v, dict) and "cron" in v)
+    return "recurring" if recurring else "absolute"
+
+
+_UNION_TAGS = {"absolute", "recurring"}  # pydantic puts the union member in an error's location; paths leave it out
+AnyFreezeWindow = Annotated[
+    Annotated[FreezeWindow, Tag("absolute")] | Annotated[RecurringFreezeWindow, Tag("recurring")],
+    Discriminator(_window_kind),
+]
+
+
 class Environment(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     branch: str
@@ -114,7 +193,9 @@ class Environment(_Model):
     service_account: str = "hubflow-deployer"
     smoke_token_conn_id: str = "hubflow_smoke"
     build_images: bool = Field(True, description="false: images must already exist (prod never builds)")
-    freeze_windows: list[FreezeWindow] = Field([], description="times when this environment neither deploys nor promotes")
+    freeze_windows: list[AnyFreezeWindow] = Field(
+        [], description="times when this environment neither deploys nor promotes: {start, end, reason} once, or "
+        "{cron, duration, timezone, reason} again and again")
 
     @field_validator("branch")
     @classmethod
@@ -237,19 +318,59 @@ def _settings_problems(s: Settings) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- fleet
 
 
+def _path_problem(p: str) -> str | None:
+    """Why `p` is not a path inside the repository as git names it, or None."""
+    if not p:
+        return "empty"
+    if p.startswith("/"):
+        return "absolute"
+    if "\\" in p or re.search(r"[\x00-\x1f\x7f]", p):
+        return "backslash or control character"
+    if any(part in ("", ".", "..") for part in p.split("/")):
+        return "empty, `.` or `..` part"
+    return None
+
+
 def check_repo_path(v: str) -> str:
-    """A path inside the repository: relative, no `..`, no trailing slash noise."""
-    p = v.strip()
-    if not p or p.startswith("/") or any(part == ".." for part in p.split("/")):
-        raise ValueError(f"{v!r} is not a path inside the repository")
-    return p.rstrip("/")
+    """A literal path inside the repository: relative, `/`-separated, nothing that could leave the checkout."""
+    p = v.strip().rstrip("/")
+    problem = _path_problem(p) or ("wildcard characters (*?[]) in a plain path" if re.search(r"[*?\[\]]", p) else None)
+    if problem:
+        raise ValueError(f"{v!r} is not a path inside the repository: {problem}")
+    return p
 
 
 def check_glob(v: str) -> str:
-    check_repo_path(v)
-    if v.count("[") != v.count("]"):
-        raise ValueError(f"{v!r} is not a valid glob (unbalanced brackets)")
-    return v
+    """A gitwildmatch pattern of repository paths, compiled here so a bad one fails at load, not in a plan."""
+    p = v.strip().rstrip("/")
+    problem = _path_problem(p)
+    if problem:
+        raise ValueError(f"{v!r} is not a pattern of paths inside the repository: {problem}")
+    _compiled(p)
+    return p
+
+
+@functools.cache
+def _compiled(pattern: str) -> tuple[re.Pattern, bool]:
+    """The pattern's regex (anchored at the root: `*.md` is top level only) and whether it may match a folder."""
+    try:
+        rule = GitIgnoreSpecPattern("/" + pattern)
+    except ValueError as exc:
+        raise ValueError(f"{pattern!r} is not a valid pattern: {exc}") from None
+    if rule.regex is None:  # pathspec discards what git would: a `[` that never closes
+        raise ValueError(f"{pattern!r} is not a valid pattern: unbalanced brackets, a `[` without its `]`")
+    return rule.regex, not re.search(r"[*?\[]", pattern.rsplit("/", 1)[-1])
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    """gitwildmatch from the repository root: `**` spans folders, a plain last part (`docs`, `deployments/*/config`)
+    also matches everything under it, a wildcard last part only names at that level (`hub/*` is hub's own files)."""
+    regex, folders = _compiled(pattern)
+    m = regex.match(path)
+    return m is not None and (folders or m.groupdict().get("ps_d") is None)
+
+
+RepoPath = Annotated[str, AfterValidator(check_repo_path)]
 
 
 class HubImage(_Model):
@@ -259,7 +380,7 @@ class HubImage(_Model):
 
 class Smoke(_Model):
     packages: list[str] = Field([], description="always checked in this hub's kernel, on top of the plan's changed packages")
-    notebook: str | None = Field(None, description="repository path of a notebook to execute")
+    notebook: RepoPath | None = Field(None, description="repository path of a notebook to execute")
     timeout_seconds: int = Field(300, gt=0)
 
 
@@ -271,7 +392,7 @@ class HubFields(_Model):
 
     images: list[HubImage] | None = None
     external_image: str | None = Field(None, description="an image not built here, e.g. quay.io/jupyter/scipy-notebook:2025-01-06")
-    values: dict[str, list[str]] | None = Field(
+    values: dict[str, list[RepoPath]] | None = Field(
         None, description="values files relative to the hub folder, by environment; key `common` goes first")
     smoke: Smoke | None = None
 
@@ -302,8 +423,8 @@ class Image(_Model):
     name: str = Field(pattern=_NAME)
     paths: list[str] = Field(min_length=1, description="repository paths whose content defines the image")
     repository: str = Field(description="registry repository, e.g. us-central1-docker.pkg.dev/proj/repo/primary")
-    context: str | None = Field(None, description="build context; default: the first path")
-    dockerfile: str = "Dockerfile"
+    context: RepoPath | None = Field(None, description="repository path of the build context; default: the first path")
+    dockerfile: RepoPath = Field("Dockerfile", description="path of the Dockerfile inside the build context")
     builder: Literal["buildkit"] = Field("buildkit", description="rootless BuildKit: maintained, daemonless, "
                                          "needs no privileged pod")
 
@@ -316,9 +437,15 @@ class Image(_Model):
     def build_context(self) -> str:
         return self.context or self.paths[0]
 
+    @property
+    def dockerfile_path(self) -> str:
+        """Repository path of the Dockerfile: inside the repository, as both of its parts are."""
+        return f"{self.build_context}/{self.dockerfile}"
+
 
 class Discovery(_Model):
-    pattern: str = Field(description="glob of per-hub files, e.g. deployments/*/hubflow-hub.yaml; the hub is the folder")
+    pattern: str = Field(description="gitwildmatch pattern of per-hub files from the repository root, e.g. "
+                         "deployments/*/hubflow-hub.yaml; the hub is the folder")
 
     @field_validator("pattern")
     @classmethod
@@ -326,10 +453,15 @@ class Discovery(_Model):
         return check_glob(v)
 
 
+_PATTERNS = ("gitwildmatch from the repository root: `**` spans folders, `*.md` is top level only, a plain folder "
+             "(`docs`) is everything under it, `hub/*` only hub's own files")
+
+
 class Fleet(_Model):
     chart: str = Field(description="path of the shared helm chart; a change there redeploys every hub")
-    redeploy_all: list[str] = Field([], description="globs: a change here redeploys every hub")
-    deploy_nothing: list[str] = Field([], description="globs: a change here deploys nothing, even inside a hub folder")
+    redeploy_all: list[str] = Field([], description=f"patterns: a change here redeploys every hub. {_PATTERNS}")
+    deploy_nothing: list[str] = Field([], description="patterns: a change here deploys nothing, even inside a hub "
+                                      f"folder. {_PATTERNS}")
     images: list[Image] = []
     hub_defaults: HubFields = HubFields()
     hubs: list[Hub] = []
@@ -389,7 +521,7 @@ def _format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part).startswith(("function-", "tagged-union")):
+        elif not str(part).startswith(("function-", "tagged-union")) and part not in _UNION_TAGS:
             out += f".{part}" if out else str(part)
     return out
 
@@ -505,38 +637,6 @@ def _locate(path: str, source: str, origin: list[tuple[str, str]], listed: int) 
         file, _ = origin[int(m.group(1))]
         return file, m.group(2).lstrip("."), ""
     return source, path, ""
-
-
-def glob_match(path: str, pattern: str) -> bool:
-    """Match a repository path against a glob where `**` spans folders and a bare folder means everything under it."""
-    if not any(c in pattern for c in "*?["):
-        return path == pattern or path.startswith(pattern.rstrip("/") + "/")
-    regex = _glob_regex(pattern)
-    return regex.fullmatch(path) is not None
-
-
-_GLOB_CACHE: dict[str, re.Pattern] = {}
-
-
-def _glob_regex(pattern: str) -> re.Pattern:
-    if pattern not in _GLOB_CACHE:
-        out, i = "", 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                out, i = out + "(?:.*/)?", i + 3
-            elif pattern.startswith("**", i):
-                out, i = out + ".*", i + 2
-            elif pattern[i] == "*":
-                out, i = out + "[^/]*", i + 1
-            elif pattern[i] == "?":
-                out, i = out + "[^/]", i + 1
-            elif pattern[i] == "[":
-                j = pattern.index("]", i)
-                out, i = out + pattern[i:j + 1].replace("[!", "[^"), j + 1
-            else:
-                out, i = out + re.escape(pattern[i]), i + 1
-        _GLOB_CACHE[pattern] = re.compile(out)
-    return _GLOB_CACHE[pattern]
 
 
 def json_schemas() -> dict[str, dict]:

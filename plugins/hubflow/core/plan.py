@@ -5,11 +5,12 @@ processes whatever the size of the fleet (one diff, a few batched object reads, 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from hubflow.core.config import ConfigError, Fleet, Hub, glob_match, parse_fleet, parse_yaml
+from hubflow.core.config import ConfigError, Fleet, Hub, check_glob, glob_match, parse_fleet, parse_yaml
 from hubflow.core.errors import HubflowError
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
@@ -100,24 +101,37 @@ def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: list[str] | 
 
 
 def parse_fleet_discovery(text: str, source: str) -> list[str]:
-    """The discovery globs of a fleet file, read before the hub files they find (full validation comes after)."""
+    """The valid discovery patterns of a fleet file, read before the hub files they find.
+
+    A bad pattern is left out here: the full validation that follows reports it with every other problem.
+    """
     data = parse_yaml(text, source)
     rules = data.get("hub_discovery") if isinstance(data, dict) else None
     if not isinstance(rules, list):
         return []
-    return [r["pattern"] for r in rules if isinstance(r, dict) and isinstance(r.get("pattern"), str)]
+    out = []
+    for rule in rules:
+        if isinstance(rule, dict) and isinstance(rule.get("pattern"), str):
+            with contextlib.suppress(ValueError):
+                out.append(check_glob(rule["pattern"]))
+    return out
 
 
 def _check_paths(fleet: Fleet, files: list[str], source: str, rev: str) -> None:
-    """Every folder, image path, chart and values file the fleet names must exist in the tree (`files`) at `rev`."""
-    present = set(files)
-    for path in files:
-        parts = path.split("/")
-        present.update("/".join(parts[:n]) for n in range(1, len(parts)))
+    """Every folder, image path, chart and values file the fleet names must exist in the tree (`files`) at `rev`.
+
+    A build context must be a folder: git lists a symlink as a file, so a context can never be a link to
+    something outside the checkout (such as the mounted registry credentials).
+    """
+    folders = {"/".join(parts[:n]) for parts in (p.split("/") for p in files) for n in range(1, len(parts))}
+    present = folders | set(files)
     wanted: dict[str, str] = {fleet.chart: "chart"}
+    contexts: dict[str, str] = {}
     for i, image in enumerate(fleet.images):
         for j, p in enumerate(image.paths):
             wanted[p] = f"images[{i}].paths[{j}]"
+        contexts[image.build_context] = f"images[{i}].context" if image.context else f"images[{i}].paths[0]"
+        wanted[image.dockerfile_path] = f"images[{i}].dockerfile"
     for i, hub in enumerate(fleet.hubs):
         wanted[hub.folder] = f"hubs[{i}].folder ({hub.name})"
         for key, values in (hub.values or {}).items():
@@ -125,6 +139,8 @@ def _check_paths(fleet: Fleet, files: list[str], source: str, rev: str) -> None:
                 wanted[f"{hub.folder}/{p}"] = f"hubs[{i}].values.{key}[{j}] ({hub.name})"
     problems = [(source, where, f"{path!r} does not exist at {rev[:12]}")
                 for path, where in wanted.items() if path not in present]
+    problems += [(source, where, f"build context {path!r} is not a folder at {rev[:12]}")
+                 for path, where in contexts.items() if path not in folders]
     if problems:
         raise ConfigError(problems)
 
