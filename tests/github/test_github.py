@@ -80,7 +80,7 @@ def test_promotion_pr_is_created_then_updated_in_place(gh, emulator):
     pr = emulator.pulls[pull.number]
     assert pr["reviewers"] == ["alice", "bob"]
     assert f"`{a['merge_commit_sha']}`" in pr["body"]
-    assert f"- #{a['number']} Add a hub (@ada)" in pr["body"]
+    assert f"- #{a['number']} `Add a hub` (@ada)" in pr["body"]
     assert "[datahub smoke](http://airflow/run/7)" in pr["body"]
 
     b = emulator.merge_feature("Bump R", {"images/datascience/requirements.txt": "r\n"}, author="bo")
@@ -88,7 +88,7 @@ def test_promotion_pr_is_created_then_updated_in_place(gh, emulator):
     assert again.number == pull.number
     assert [p for p in emulator.pulls.values() if p["state"] == "open"] == [emulator.pulls[pull.number]]
     body = emulator.pulls[pull.number]["body"]
-    assert f"#{a['number']} Add a hub" in body and f"#{b['number']} Bump R" in body and "run/8" in body
+    assert f"#{a['number']} `Add a hub`" in body and f"#{b['number']} `Bump R`" in body and "run/8" in body
     assert len(emulator.requests_to("POST", "*/labels")) == 1  # labels and reviewers are only added once
     assert len(emulator.requests_to("POST", "*/requested_reviewers")) == 1
 
@@ -98,7 +98,7 @@ def test_promotion_body_warns_when_the_source_moved_past_the_verified_revision(g
     emulator.merge_feature("B", {"hub/values.yaml": "b: 1\n"})
     pull = gh.ensure_promotion("staging", a["merge_commit_sha"], {})
     body = emulator.pulls[pull.number]["body"]
-    assert "not verified yet" in body and "#2 B" not in body
+    assert "not verified yet" in body and "#1 `A`" in body and "#2 `B`" not in body
     with pytest.raises(NotMergeable, match="head moved"):
         gh.merge(pull.number, expected_head=a["merge_commit_sha"])
     assert emulator.pulls[pull.number]["merged"] is False
@@ -241,3 +241,15 @@ def test_a_403_without_rate_limit_is_a_permission_problem_and_not_retried(gh, em
     with pytest.raises(GitHubError, match="set status hubflow/staging=success .*403: Resource not accessible"):
         gh.set_status("staging", emulator.head("staging"), "success", None, "ok")
     assert sleeps == [] and emulator.statuses == {}
+
+
+def test_pr_titles_in_pr_bodies_are_code_spans_and_plain_in_the_commit_message(gh, emulator):
+    title = "Fix `x` </script> **bold** {{ 7*7 }} @channel"
+    good = emulator.head("staging")
+    pr = emulator.merge_feature(title, {"hub/values.yaml": "a: 1\n"}, author="ada")
+    promotion = gh.ensure_promotion("staging", pr["merge_commit_sha"], {})
+    assert f"- #{pr['number']} ``{title}`` (@ada)" in emulator.pulls[promotion.number]["body"]
+    revert = gh.revert("staging", good, pr["merge_commit_sha"], "failed")
+    assert f"- #{pr['number']} ``{title}`` (@ada)" in emulator.pulls[revert.pull.number]["body"]
+    message = emulator._git("log", "-n1", "--format=%B", emulator.head(revert.branch))
+    assert f"- #{pr['number']} {title} (@ada)" in message

@@ -4,8 +4,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from hubflow import notify
-from hubflow.config import load_settings
+from hubflow.airflow import hooks
+from hubflow.core import messages
+from hubflow.core.config import load_settings
 
 
 def receiver():
@@ -32,16 +33,16 @@ def test_outcome_is_posted_to_the_configured_webhook(monkeypatch):
         "conn_type": "slackwebhook", "host": f"http://127.0.0.1:{server.server_port}", "password": "T0/B0/secret"}))
     settings = load_settings().model_copy(update={"notify": load_settings().notify.model_copy(
         update={"slack_conn_id": "hubflow_slack"})})
-    text = notify.outcome_message("staging", "a" * 40, "failed", 'staging: aaaaaaaaaaaa FAILED: "{{ 7 * 7 }}"',
+    text = messages.outcome_message("staging", "a" * 40, "failed", 'staging: aaaaaaaaaaaa FAILED: "{{ 7 * 7 }}"',
                                   {"run": "http://airflow/run", "revert": "http://github/pull/3"})
-    assert notify.send(settings, text)
+    assert hooks.notify(settings, text)
     server.shutdown()
     (path, body), = posts
     assert path == "/T0/B0/secret"
     assert body["text"].startswith(":x: hubflow staging aaaaaaaaaaaa: failed")
-    assert "{{ 7 * 7 }}" in body["text"] and "revert: http://github/pull/3" in body["text"]
+    assert "{{ 7 * 7 }}" in body["text"] and "<http://github/pull/3|revert>" in body["text"]
 
 
 def test_nothing_is_sent_without_a_connection():
     assert load_settings().notify.slack_conn_id is None
-    assert notify.send(load_settings(), "hello") is False
+    assert hooks.notify(load_settings(), "hello") is False

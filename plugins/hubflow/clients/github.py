@@ -32,6 +32,7 @@ from github.PullRequest import PullRequest
 from hubflow.clients import revert as git_revert
 from hubflow.core.config import Environment, Settings
 from hubflow.core.lifecycle import REVERTS_TRAILER
+from hubflow.core.messages import code_span
 from hubflow.core.errors import HubflowError
 
 log = logging.getLogger(__name__)
@@ -469,8 +470,10 @@ class GitHub:
 # ---------------------------------------------------------------- texts
 
 
-def _pull_line(p: Pull) -> str:
-    return f"- #{p.number} {p.title} (@{p.author})"
+def _pull_line(p: Pull, markdown: bool = True) -> str:
+    """One merged PR in a list; in Markdown the title is a code span (it may hold markup, HTML or {{ }}), while
+    "#123" stays plain so that GitHub links it."""
+    return f"- #{p.number} {code_span(p.title) if markdown else p.title} (@{p.author})"
 
 
 def promotion_body(source: str, target: str, revision: str, source_head: str, evidence: dict[str, str],
@@ -493,11 +496,13 @@ def revert_texts(env: str, branch: str, base: str, head: str, pulls: list[Pull],
         title = f'Revert "{pulls[0].title}" on {env}'
     else:
         title = f"Revert {branch} to {base[:7]}: undo {len(pulls) or 'the'} change{'s' * (len(pulls) != 1)}"
-    undone = [_pull_line(p) + (f" {p.merge_commit_sha[:7]}" if p.merge_commit_sha else "") for p in pulls]
+
+    def undone(markdown: bool) -> list[str]:  # the commit message is plain text, the PR body Markdown
+        return [_pull_line(p, markdown) + (f" {p.merge_commit_sha[:7]}" if p.merge_commit_sha else "") for p in pulls]
     why = f"Verification of {head[:12]} on {env} failed:\n{reason.strip()}"
     message = "\n".join([title, "", why, "", f"This returns {branch} to {base} (undoes {base[:12]}..{head[:12]}).",
-                         *(["", "Undoes:", *undone] if undone else []), "", f"{REVERTS_TRAILER}: {head}"]) + "\n"
+                         *(["", "Undoes:", *undone(False)] if pulls else []), "", f"{REVERTS_TRAILER}: {head}"]) + "\n"
     body = "\n".join([f"hubflow reverts what failed on **{env}** so that `{branch}` returns to the last good "
-                      f"revision `{base}`.", "", why, "", "Undoes:", *(undone or [f"- {base[:12]}..{head[:12]}"]),
+                      f"revision `{base}`.", "", why, "", "Undoes:", *(undone(True) or [f"- {base[:12]}..{head[:12]}"]),
                       *(["", "Links:", *[f"- [{k}]({v})" for k, v in links.items()]] if links else [])]) + "\n"
     return title, message, body
