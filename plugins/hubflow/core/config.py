@@ -350,7 +350,7 @@ def check_glob(v: str) -> str:
     return p
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # bounded: PR previews read fleets that anyone may write
 def _compiled(pattern: str) -> tuple[re.Pattern, bool]:
     """The pattern's regex (anchored at the root: `*.md` is top level only) and whether it may match a folder."""
     try:
