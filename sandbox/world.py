@@ -8,11 +8,14 @@ would configure a real deployment. Used by the end-to-end tests and by `make dem
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from sandbox.github_emulator import TOKEN, GitHubEmulator
 from sandbox.jupyterhub_local import LocalHub
 from sandbox.k8s_emulator import K8sEmulator
+from sandbox.quiet_server import QuietServer
 from sandbox.registry_server import RegistryServer
 from sandbox.sample_repo import make_sample_repo
 
@@ -43,7 +46,39 @@ timeouts:
 pods:
   namespace: hubflow
   deferrable: {deferrable}
+notify:
+  slack_conn_id: hubflow_slack
 """
+
+
+class SlackReceiver:
+    """Where the Slack incoming-webhook connection points: keeps the text of every message posted."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                receiver.messages.append(body.get("text", ""))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Cluster:
@@ -56,6 +91,7 @@ class Cluster:
         self.kubeconfig = self.k8s.write_kubeconfig(self.root / "kubeconfig")
         self.registry = RegistryServer(self.root / "registry").start()
         self.hub = LocalHub(self.root / "hub").start()
+        self.slack = SlackReceiver()
 
     def connections(self) -> dict[str, str]:
         return {
@@ -64,6 +100,8 @@ class Cluster:
             "AIRFLOW_CONN_HUBFLOW_REGISTRY": json.dumps({"conn_type": "generic", "host": "127.0.0.1",
                                                          "port": self.registry.port, "schema": "http"}),
             "AIRFLOW_CONN_HUBFLOW_SMOKE": json.dumps({"conn_type": "generic", "password": self.hub.token}),
+            "AIRFLOW_CONN_HUBFLOW_SLACK": json.dumps({"conn_type": "slackwebhook", "host": self.slack.url,
+                                                      "password": "T000/B000/sandbox"}),
         }
 
     def upgrades_succeed(self, previous: int = 3, seconds: float = 0.0) -> None:
@@ -76,6 +114,7 @@ class Cluster:
                         logs=["rolled back"], run_seconds=seconds)
 
     def stop(self) -> None:
+        self.slack.stop()
         self.hub.stop()
         self.registry.stop()
         self.k8s.stop()
@@ -117,11 +156,13 @@ class Deployment:
 
         repo = Repo(self.github.bare)
         head = repo.resolve("staging")[0]
-        for image in make_plan(repo, None, head, "hubflow-fleet.yaml").images:
-            self.cluster.registry.push(image.repository.split("/", 1)[1], image.tag)
+        digests = {image.name: self.cluster.registry.push(image.repository.split("/", 1)[1], image.tag)
+                   for image in make_plan(repo, None, head, "hubflow-fleet.yaml").images}
         book = self.ledger()
         for env in ("staging", "prod"):
-            book.finish(book.start(env, head, None, repo.tree_id(head), "baseline"), "success", "baseline")
+            attempt = book.start(env, head, None, repo.tree_id(head), "baseline")
+            book.update(attempt, digests=digests, promotion="none")
+            book.finish(attempt, "success", "baseline")
         return head
 
     def stop(self) -> None:

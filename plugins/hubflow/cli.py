@@ -129,19 +129,17 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:
-    from airflow.models import Variable
-
-    from hubflow.core.freeze import variable_name
+    from hubflow.airflow.hooks import set_freeze_switch  # the switch is an Airflow Variable
 
     settings = _settings(args)
     settings.environment(args.env)  # an unknown name is an error that lists the configured ones
     if args.off:
-        Variable.delete(variable_name(args.env))
+        set_freeze_switch(args.env, None)
         print(f"{args.env} is no longer frozen by hand (configured windows still apply)")
     else:
         if not args.reason:
             raise HubflowError("say why with --reason")
-        Variable.set(variable_name(args.env), args.reason)
+        set_freeze_switch(args.env, args.reason)
         print(f"{args.env} is frozen: no deploy or promotion until `hubflow freeze {args.env} --off`")
     return 0
 
@@ -206,10 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300, help="seconds for the whole verification (default 300)")
     p.add_argument("--json", action="store_true")
 
-    def cmd_render(args: argparse.Namespace) -> int:  # Airflow's pod operator loads only for this command
-        from hubflow.k8s.render import command as render
+    def cmd_render(args: argparse.Namespace) -> int:
+        from hubflow.k8s.render import render_deploy, to_yaml
 
-        return render(args)
+        docs = render_deploy(_settings(args), args.env, Repo(args.repo), args.head, args.base)
+        print(to_yaml(docs) if docs else "# nothing to deploy in this range")
+        return 0
 
     p = command("render", cmd_render, "print the pods a deploy of a revision range would create, as YAML "
                                       "(no cluster, no credentials)")

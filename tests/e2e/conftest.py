@@ -24,6 +24,11 @@ class Sandbox:
     def __getattr__(self, name):  # baseline, ledger, ...
         return getattr(self.deployment, name)
 
+    @property
+    def slack(self) -> list[str]:
+        """The text of every Slack message posted during this scenario."""
+        return self.deployment.cluster.slack.messages
+
     def upgrades_succeed(self) -> None:
         self.deployment.cluster.upgrades_succeed()
 
@@ -60,6 +65,7 @@ def sandbox(cluster, tmp_path, monkeypatch, capfd, caplog):
 
     cluster.k8s.reset()
     cluster.upgrades_succeed()
+    cluster.slack.messages.clear()
     deployment = Deployment(tmp_path, cluster)
     for key, value in deployment.environment().items():
         monkeypatch.setenv(key, value)

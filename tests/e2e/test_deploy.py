@@ -21,7 +21,7 @@ def test_staging_merge_deploys_only_the_changed_hub_and_opens_the_promotion(sand
     assert [(s["context"], s["state"]) for s in status["statuses"]] == [("hubflow/staging", "success")]
     promotions = [p for p in sandbox.github.pulls.values() if p["base"] == "prod" and p["state"] == "open"]
     assert len(promotions) == 1
-    assert f"#{pr['number']} Give biology more memory" in promotions[0]["body"]
+    assert f"#{pr['number']} `Give biology more memory`" in promotions[0]["body"]
     assert revision in promotions[0]["body"]
     attempt = sandbox.ledger().last_success("staging")
     assert attempt.revision == revision and attempt.record["verification"]["biology"]["ok"]

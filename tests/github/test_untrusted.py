@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from hubflow.core.messages import code_span
+
 from hubflow.clients.github import GitHubError
 from hubflow.clients.revert import RevertConflict
 
@@ -31,7 +33,8 @@ def test_hostile_titles_branches_and_messages_pass_through_untouched(gh, emulato
     pull = gh.pull_for(sha)
     assert (pull.title, pull.head) == (TITLE, BRANCH)
     promotion = gh.ensure_promotion("staging", sha, {TITLE: "http://airflow/run/1"})
-    assert f"#{pr['number']} {TITLE} (@ada)" in emulator.pulls[promotion.number]["body"]
+    # the title is data: shown as a code span (nothing in it renders as Markdown, HTML or a mention), never changed
+    assert f"#{pr['number']} {code_span(TITLE)} (@ada)" in emulator.pulls[promotion.number]["body"]
     assert f"[{TITLE}](http://airflow/run/1)" in emulator.pulls[promotion.number]["body"]
 
     gh.set_status("staging", sha, "failure", None, TITLE)
@@ -49,14 +52,16 @@ def test_hostile_titles_branches_and_messages_pass_through_untouched(gh, emulato
 
 @pytest.fixture
 def recorded_argv(monkeypatch):
-    """Every argv this process hands to subprocess.run (hubflow's git, and the emulator's)."""
+    """Every argv this process starts (hubflow's git runner, and the emulator's): subprocess.run starts its
+    processes through Popen too, so spying on Popen sees them all."""
     argvs: list[list[str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def spy(args, *a, **kw):
-        argvs.append([str(x) for x in args])
-        return real_run(args, *a, **kw)
-    monkeypatch.setattr(subprocess, "run", spy)
+    class Spy(real_popen):
+        def __init__(self, args, *a, **kw):
+            argvs.append([str(x) for x in args])
+            super().__init__(args, *a, **kw)
+    monkeypatch.setattr(subprocess, "Popen", Spy)
     return argvs
 
 

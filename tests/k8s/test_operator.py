@@ -190,3 +190,33 @@ def test_the_launcher_role_allows_every_request_the_operator_made(status_run, em
     needed = permissions(sync_requests) | permissions(emulator.requests)
     assert {("pods", "create"), ("pods/log", "get"), ("pods/exec", "get")} <= needed
     assert needed <= launcher_role(), needed - launcher_role()
+
+
+def test_the_operator_creates_exactly_the_pod_that_render_shows(settings, plan):
+    """`hubflow render` composes pods without Airflow; the operator must build the same Pod from the same parts,
+    adding only its own labels (dag, task, run), a name suffix, and the XCom sidecar of pods that return a result."""
+    from hubflow.airflow.operators import HubflowPodOperator
+    from hubflow.k8s import pods
+    from kubernetes.client import ApiClient
+
+    env = settings.environment("staging")
+    per_kind = pods.deploy_pods(settings, env, plan)
+    for kind, pod in (("build", per_kind["build"][0]), ("upgrade", per_kind["upgrade"][0]),
+                      ("rollback", pods.helm_rollback_pod(settings, env, "datahub", 3))):
+        kwargs = {**pods.operator_kwargs(settings, env, kind), "kubernetes_conn_id": None}
+        built = ApiClient().sanitize_for_serialization(
+            HubflowPodOperator(task_id=kind, **kwargs, **pod).build_pod_request_obj(dry_run=True))
+        expected = pods.compose(pods.base_pod(settings, env, kind), pod)
+        assert built["metadata"]["name"].startswith(expected["metadata"]["name"] + "-")
+        assert expected["metadata"]["labels"].items() <= built["metadata"]["labels"].items()
+        base = built["spec"]["containers"][0]
+        assert base["terminationMessagePolicy"] == "FallbackToLogsOnError"  # the runner's last line reaches us
+        base.pop("terminationMessagePolicy")
+        assert base == expected["spec"]["containers"][0]
+        sidecars = built["spec"]["containers"][1:]
+        assert [c["name"] for c in sidecars] == ([] if kind == "build" else ["airflow-xcom-sidecar"])
+        for key in ("serviceAccountName", "automountServiceAccountToken", "activeDeadlineSeconds", "initContainers",
+                    "securityContext", "restartPolicy"):
+            assert built["spec"].get(key) == expected["spec"].get(key), key
+        assert [v for v in built["spec"].get("volumes") or [] if v["name"] != "xcom"] == \
+            (expected["spec"].get("volumes") or [])

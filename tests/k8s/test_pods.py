@@ -23,12 +23,10 @@ def pods():
 def manifests(pods, settings, plan, env_name="staging"):
     env = settings.environment(env_name)
     per_kind = pods.deploy_pods(settings, env, plan)
-    out = [pods.pod_manifest(pods.partial_kwargs(settings, env, kind), p) for kind in ("build", "upgrade")
+    out = [pods.compose(pods.base_pod(settings, env, kind), p) for kind in ("build", "upgrade")
            for p in per_kind[kind]]
-    out.append(pods.pod_manifest(pods.partial_kwargs(settings, env, "rollback"),
-                                 pods.helm_rollback_pod(settings, env, "datahub", 3)))
-    out.append(pods.pod_manifest(pods.partial_kwargs(settings, env, "status"),
-                                 pods.helm_status_pod(settings, env, "datahub")))
+    out.append(pods.compose(pods.base_pod(settings, env, "rollback"), pods.helm_rollback_pod(settings, env, "datahub", 3)))
+    out.append(pods.compose(pods.base_pod(settings, env, "status"), pods.helm_status_pod(settings, env, "datahub")))
     return out
 
 
@@ -120,7 +118,8 @@ def test_revisions_that_look_like_options_are_refused(pods, settings, plan):
 def test_every_pod_has_resources_service_account_deadline_and_valid_labels(pods, settings, plan):
     for m in manifests(pods, settings, plan):
         spec = m["spec"]
-        assert spec["serviceAccountName"] == "deployer-staging"
+        build = m["metadata"]["labels"]["hubflow.io/kind"] == "build"
+        assert spec["serviceAccountName"] == ("hubflow-builder" if build else "deployer-staging")
         assert spec["restartPolicy"] == "Never"
         assert spec["activeDeadlineSeconds"] > 0
         base = spec["containers"][0]
@@ -211,3 +210,30 @@ def test_clone_script_answers_an_auth_challenge_with_the_token_from_its_environm
     assert seen[0] is None
     assert seen[1] == "Basic " + base64.b64encode(b"x-access-token:tok-from-secret").decode()
     assert "tok-from-secret" not in proc.stdout + proc.stderr
+
+
+def test_pod_deadlines_fit_helms_worst_case(pods, settings):
+    """`upgrade --wait --atomic` may wait the helm timeout for the upgrade and as long again for the rollback; a
+    deadline cut shorter would kill helm mid-rollback and leave the release pending-rollback."""
+    helm = settings.timeouts.helm_seconds
+    env = settings.environment("staging")
+    upgrade = pods.base_pod(settings, env, "upgrade")["spec"]["activeDeadlineSeconds"]
+    rollback = pods.base_pod(settings, env, "rollback")["spec"]["activeDeadlineSeconds"]
+    assert upgrade >= 2 * helm + settings.timeouts.pod_startup_seconds
+    assert rollback >= helm + settings.timeouts.pod_startup_seconds
+    recovering = settings.model_copy(update={"pods": settings.pods.model_copy(update={"recover_pending": True})})
+    assert pods.base_pod(recovering, env, "upgrade")["spec"]["activeDeadlineSeconds"] >= 3 * helm
+    for kind in ("build", "upgrade", "rollback"):
+        deadline = pods.base_pod(settings, env, kind)["spec"]["activeDeadlineSeconds"]
+        task = pods.operator_kwargs(settings, env, kind)["execution_timeout"].total_seconds()
+        assert task > deadline + settings.timeouts.pod_startup_seconds  # the task outlives its pod and reads its end
+
+
+def test_undo_pods_roll_back_upgrades_and_uninstall_first_installs(pods, settings):
+    env = settings.environment("staging")
+    undo = pods.undo_pods(settings, env, [{"hub": "datahub", "action": "rollback", "to": 7},
+                                          {"hub": "physics", "action": "uninstall"}])
+    assert undo[0]["arguments"][:6] == ["rollback", "--release", "datahub-staging", "--namespace", "datahub-staging",
+                                        "--to"]
+    assert undo[1]["arguments"][:3] == ["uninstall", "--release", "physics-staging"]
+    assert undo[1]["labels"]["hubflow.io/action"] == "uninstall"

@@ -8,7 +8,6 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from hubflow import render as _render  # noqa: F401 (imports Airflow now, so its start-up lines are not captured)
 from hubflow.cli import main
 from sandbox.sample_repo import commit, git, make_sample_repo
 
@@ -48,8 +47,7 @@ def test_render_with_the_example_config_prints_valid_pod_manifests(capsys, sampl
     upgrade = next(d for d in docs if d["metadata"]["name"] == "upgrade-datahub-staging")
     assert upgrade["spec"]["serviceAccountName"] == "hubflow-deployer"
     assert upgrade["spec"]["containers"][0]["command"] == ["hubflow-runner"]
-    assert [c["name"] for c in upgrade["spec"]["containers"]] == ["base", "airflow-xcom-sidecar"]
-    assert {"name": "xcom", "emptyDir": {}} in upgrade["spec"]["volumes"]
+    assert [c["name"] for c in upgrade["spec"]["containers"]] == ["base"]  # the operator adds its XCom sidecar
 
 
 def test_render_of_a_range_builds_only_what_changed_with_the_previous_tag_as_cache(capsys, tmp_path, settings_file):

@@ -87,6 +87,18 @@ def freeze_switch(env: str) -> str | None:
     return Variable.get(variable_name(env), default=None)
 
 
+def set_freeze_switch(env: str, reason: str | None) -> None:
+    """Freeze `env` by hand with `reason`, or lift the switch (None); for the CLI, which runs outside a task."""
+    from airflow.models import Variable
+
+    from hubflow.core.freeze import variable_name
+
+    if reason is None:
+        Variable.delete(variable_name(env))
+    else:
+        Variable.set(variable_name(env), reason)
+
+
 def notify(settings: Settings, text: str) -> bool:
     """Post `text` to the configured Slack webhook. False when none is configured or Slack fails: a message that
     cannot be delivered never fails a run (the failure is logged)."""

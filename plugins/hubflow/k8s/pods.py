@@ -20,14 +20,16 @@ import hashlib
 import posixpath
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hubflow.core.config import Environment, Resources, Settings
 from hubflow.core.errors import HubflowError
-from hubflow.clients.git import Repo
 from hubflow.core.plan import Plan, PlanError, make_plan
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
+
+if TYPE_CHECKING:  # a repository is passed in; this layer reads nothing itself
+    from hubflow.clients.git import Repo
 
 Kind = Literal["build", "upgrade", "rollback", "status"]
 KINDS: tuple[str, ...] = ("build", "upgrade", "rollback", "status")

@@ -8,13 +8,11 @@ registry.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import yaml
 from hubflow.k8s import pods
-from hubflow.core.config import Settings, load_settings
-from hubflow.clients.git import Repo
+from hubflow.core.config import Settings
 from hubflow.core.plan import make_plan
 
 
@@ -28,7 +26,7 @@ def _prune(value: Any) -> Any:
     return value
 
 
-def render_deploy(settings: Settings, env_name: str, repo: Repo, head: str,
+def render_deploy(settings: Settings, env_name: str, repo, head: str,
                   base: str | None = None) -> list[tuple[str, dict]]:
     """(comment, Pod manifest) for every build and upgrade pod of a deploy of base..head to `env_name`."""
     env = settings.environment(env_name)
@@ -50,10 +48,3 @@ def render_deploy(settings: Settings, env_name: str, repo: Repo, head: str,
 
 def to_yaml(documents: list[tuple[str, dict]]) -> str:
     return "".join(f"---\n# {comment}\n{yaml.safe_dump(doc, sort_keys=False)}" for comment, doc in documents)
-
-
-def command(args: argparse.Namespace) -> int:
-    """`hubflow render`: print the manifests (an empty deploy prints a comment saying so)."""
-    docs = render_deploy(load_settings(args.config), args.env, Repo(args.repo), args.head, args.base)
-    print(to_yaml(docs) if docs else "# nothing to deploy in this range")
-    return 0

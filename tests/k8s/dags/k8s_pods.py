@@ -8,13 +8,14 @@ import os
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag, task
+from hubflow.airflow.operators import HubflowPodOperator
 from hubflow.k8s import pods
 from hubflow.core.config import load_settings
 
 FAST = {"startup_check_interval_seconds": 0.2, "poll_interval": 0.2, "base_container_status_polling_interval": 0.1}
 
 
-def make(kind: str, deferrable: bool, operator=pods.HubflowPodOperator, mode: str | None = None):
+def make(kind: str, deferrable: bool, operator=HubflowPodOperator, mode: str | None = None):
     settings = load_settings(os.environ["HUBFLOW_K8S_TEST_CONFIG"])
     env = settings.environment("staging")
 
@@ -24,9 +25,17 @@ def make(kind: str, deferrable: bool, operator=pods.HubflowPodOperator, mode: st
         def per_pod(**context):
             return context["dag_run"].conf["pods"]
 
-        operator.partial(
-            task_id="pod", **{**pods.partial_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
-        ).expand_kwargs(per_pod())
+        if operator is KubernetesPodOperator:  # the provider's own operator, given the same pod as plain kwargs
+            base = pods.base_pod(settings, env, kind)
+            operator.partial(
+                task_id="pod", image=base["spec"]["containers"][0]["image"],
+                cmds=base["spec"]["containers"][0]["command"], namespace=base["metadata"]["namespace"],
+                kubernetes_conn_id=env.kubernetes_conn_id, do_xcom_push=True, deferrable=False, **FAST,
+            ).expand_kwargs(per_pod())
+        else:
+            operator.partial(
+                task_id="pod", **{**pods.operator_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
+            ).expand_kwargs(per_pod())
 
     return pod_dag()
 
