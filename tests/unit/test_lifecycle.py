@@ -110,3 +110,19 @@ def test_a_range_that_reverts_a_failed_run_redeploys_what_it_touched(world):
     p = lifecycle.plan(settings, repo, t, ledger)
     assert {h.name: h.reason for h in p.hubs} == {
         "biology": f"redeploy: touched by the failed run of {bad[:12]}, which this range reverts"}
+
+
+def test_a_verified_revision_whose_promotion_is_owed_is_caught_up_not_redeployed(world):
+    root, repo, ledger, settings = world
+    head = git(root, "rev-parse", "HEAD").strip()
+    a = ledger.start("staging", head, None, "t", None)
+    ledger.update(a, promotion="owed")
+    ledger.finish(a, "success")
+    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    assert "already deployed" in t.skip and t.owed == a
+    ledger.update(a, promotion="opened")
+    assert lifecycle.resolve(settings, settings.environment("staging"), repo, ledger).owed is None
+    b = ledger.start("prod", head, None, "t", None)
+    ledger.update(b, promotion="owed")
+    ledger.finish(b, "success")
+    assert lifecycle.resolve(settings, settings.environment("prod"), repo, ledger).owed is None  # the last env
