@@ -1,30 +1,52 @@
-"""The ledger on SQLite and on the machine's real PostgreSQL: attempts, outcomes, the gate's lookup, holds."""
+"""The ledger on SQLite and on the machine's real PostgreSQL: attempts, outcomes, the gate's lookup, holds, the
+migrations (new and pre-migration databases) and riding out lost connections."""
+import datetime as dt
+import logging
+import subprocess
+import sys
+import threading
+import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from hubflow.ledger import Ledger
+from hubflow.clients.ledger import MIGRATIONS, OUTCOMES, Ledger, LedgerError, RetryPolicy, metadata
+from hubflow.core.errors import HubflowError
 
 
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+FAST = RetryPolicy(attempts=3, first_wait=0.01, max_wait=0.05, deadline=5)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    """A ledger on SQLite, and one on a fresh database of the local PostgreSQL (which .ci/run starts)."""
-    if request.param == "sqlite":
-        yield Ledger(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    name = f"hubflow_test_{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def pg_database():
+    """The URL of a fresh database of the local PostgreSQL (which .ci/run starts), dropped afterwards."""
+    name = f"hubflow_ledger_test_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    ledger = Ledger(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
-    yield ledger
-    ledger.engine.dispose()
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}"'))
+        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.db"
+    return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+def ledger(database_url):
+    book = Ledger(database_url)
+    yield book
+    book.engine.dispose()
 
 
 def test_attempt_lifecycle(ledger):
@@ -80,3 +102,199 @@ def test_planned_hubs_of_a_revision(ledger):
     ledger.update(b, plan={"hubs": [{"name": "data8"}, {"name": "rhub"}]})
     assert ledger.planned_hubs("staging", "f" * 40) == ["biology", "data8", "rhub"]
     assert ledger.planned_hubs("prod", "f" * 40) == []
+
+
+# --- outcomes and lookups -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("outcome", sorted(OUTCOMES - {"running"}))
+def test_every_outcome_is_kept_and_only_success_counts_as_deployed(ledger, outcome):
+    a = ledger.start("staging", "a" * 40, None, "tree", "r1")
+    ledger.finish(a, outcome, "why")
+    assert (ledger.get(a).outcome, ledger.get(a).detail) == (outcome, "why")
+    assert (ledger.last_success("staging") is not None) == (outcome == "success")
+    assert (ledger.verified_revision_for_tree("staging", "tree") is not None) == (outcome == "success")
+
+
+def test_finishing_again_replaces_the_outcome(ledger):
+    a = ledger.start("staging", "a" * 40, None, "tree", "r1")
+    ledger.finish(a, "unknown", "the run could not conclude")
+    ledger.finish(a, "success", "deployed and verified")  # the retried task concluded
+    got = ledger.get(a)
+    assert (got.outcome, got.detail) == ("success", "deployed and verified")
+    assert ledger.verified_revision_for_tree("staging", "tree") == "a" * 40
+    ledger.finish(a, "stopped", "the rollback failed")
+    assert ledger.last_success("staging") is None
+
+
+def test_attempt_for_run_and_last_attempt(ledger):
+    assert ledger.last_attempt("staging") is None and ledger.attempt_for_run("staging", "r1") is None
+    a = ledger.start("staging", "a" * 40, None, None, "r1")
+    b = ledger.start("staging", "b" * 40, None, None, "r1")  # a run that moved on to a revert
+    c = ledger.start("prod", "a" * 40, None, None, "r1")
+    ledger.finish(a, "failed")
+    assert ledger.attempt_for_run("staging", "r1").id == b
+    assert ledger.attempt_for_run("prod", "r1").id == c
+    assert ledger.attempt_for_run("staging", "r2") is None
+    assert ledger.last_attempt("staging").id == b and ledger.last_attempt("prod").id == c
+    assert ledger.last_attempt("qa") is None
+
+
+# --- migrations -----------------------------------------------------------------------------------------------------
+
+def _versions(engine):
+    with engine.connect() as c:
+        return set(c.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def test_migrations_make_exactly_the_schema_the_code_queries(ledger):
+    with ledger.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), metadata) == []
+    assert _versions(ledger.engine) == set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+def _legacy_metadata():
+    """The tables exactly as `metadata.create_all` made them before migrations (frozen here on purpose)."""
+    old = sa.MetaData()
+    sa.Table("hubflow_attempts", old,
+             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("env", sa.String(64), nullable=False, index=True),
+             sa.Column("revision", sa.String(64), nullable=False, index=True),
+             sa.Column("base", sa.String(64)), sa.Column("tree", sa.String(64), index=True),
+             sa.Column("run_id", sa.String(250)), sa.Column("outcome", sa.String(32), nullable=False),
+             sa.Column("detail", sa.Text), sa.Column("forced_by", sa.String(250)), sa.Column("force_reason", sa.Text),
+             sa.Column("record", sa.Text, nullable=False, default="{}"),
+             sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+             sa.Column("finished_at", sa.DateTime(timezone=True)))
+    sa.Table("hubflow_holds", old,
+             sa.Column("revision", sa.String(64), primary_key=True), sa.Column("reason", sa.Text, nullable=False),
+             sa.Column("env", sa.String(64), nullable=False),
+             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
+    return old
+
+
+def test_a_database_made_before_migrations_is_stamped_and_upgraded_losing_nothing(database_url):
+    old = _legacy_metadata()
+    engine = sa.create_engine(database_url)
+    old.create_all(engine)
+    now = dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as c:
+        c.execute(old.tables["hubflow_attempts"].insert().values(
+            env="staging", revision="a" * 40, tree="t", run_id="r1", outcome="success", record='{"plan": {}}',
+            started_at=now, finished_at=now))
+        c.execute(old.tables["hubflow_holds"].insert().values(revision="b" * 40, reason="broke", env="staging",
+                                                              created_at=now))
+    engine.dispose()
+    book = Ledger(database_url)
+    try:
+        assert book.last_success("staging").record == {"plan": {}}
+        assert book.attempt_for_run("staging", "r1").revision == "a" * 40
+        assert book.held("b" * 40) == "broke"
+        indexes = {i["name"] for i in sa.inspect(book.engine).get_indexes("hubflow_attempts")}
+        assert "ix_hubflow_attempts_run_id" in indexes  # the revisions after the stamp ran
+        with book.engine.connect() as c:
+            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+    finally:
+        book.engine.dispose()
+
+
+def test_opening_a_ledger_at_head_costs_one_query(database_url):
+    Ledger(database_url).engine.dispose()
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        Ledger(database_url).engine.dispose()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert statements == ["SELECT version_num FROM alembic_version"]
+
+
+def test_processes_opening_a_new_postgresql_ledger_at_once_do_not_collide(pg_database):
+    """Without the advisory lock these race to CREATE TABLE and all but one fail."""
+    script = ("import sys, time; from hubflow.clients.ledger import Ledger; "
+              "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+              "Ledger(sys.argv[1]).start('staging', 'a' * 40, None, None, 'r1')")
+    at = str(time.time() + 3)  # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, "-c", script, pg_database, at], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    book = Ledger(pg_database)
+    assert len(book.attempts("staging")) == 1  # the same run started four times is one attempt
+    book.engine.dispose()
+
+
+def test_threads_opening_a_new_postgresql_ledger_at_once_do_not_collide(pg_database):
+    """Alembic's context is global to the process: threads of one process must migrate one at a time too."""
+    barrier, errors = threading.Barrier(6), []
+
+    def open_ledger():
+        barrier.wait()
+        try:
+            Ledger(pg_database).engine.dispose()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+    threads = [threading.Thread(target=open_ledger) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+
+
+# --- resilience (the real PostgreSQL) -------------------------------------------------------------------------------
+
+def _terminate(name, pid=None):
+    with sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT").connect() as c:
+        which = "pid = :pid" if pid else "datname = :name AND pid <> pg_backend_pid()"
+        return c.execute(sa.text(f"SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                                 f"WHERE {which}"), {"name": name, "pid": pid}).scalar()
+
+
+def test_a_write_after_the_server_dropped_the_connections_succeeds(pg_database):
+    book = Ledger(pg_database, retry=FAST)
+    a = book.start("staging", "a" * 40, None, None, "r1")
+    assert _terminate(pg_database.rsplit("/", 1)[1]) >= 1  # the pooled connection is dead now
+    book.finish(a, "success")
+    assert book.get(a).outcome == "success"
+    book.engine.dispose()
+
+
+def test_a_connection_lost_mid_write_is_retried_and_the_write_lands_once(pg_database, caplog):
+    book = Ledger(pg_database, retry=FAST)
+    killed = []
+
+    def kill_first_insert(conn, cursor, statement, *args):
+        if statement.startswith("INSERT") and not killed:
+            killed.append(_terminate(None, pid=conn.connection.dbapi_connection.get_backend_pid()))
+    sa.event.listen(book.engine, "before_cursor_execute", kill_first_insert)
+    with caplog.at_level(logging.WARNING, logger="hubflow.clients.ledger"):
+        a = book.start("staging", "a" * 40, None, None, "r1")
+    assert killed == [1]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["ledger start"]
+    assert [x.id for x in book.attempts("staging")] == [a]
+    book.engine.dispose()
+
+
+def test_a_database_that_stays_unreachable_fails_fast_as_a_ledger_error(pg_database, caplog):
+    book = Ledger(pg_database, retry=FAST)
+    a = book.start("staging", "a" * 40, None, None, "r1")
+    name = pg_database.rsplit("/", 1)[1]
+    with sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+    _terminate(name)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="hubflow.clients.ledger"):
+        with pytest.raises(LedgerError, match=r"ledger finish failed after 3 tries") as err:
+            book.finish(a, "success")
+    assert time.monotonic() - began < 5
+    assert isinstance(err.value, HubflowError)
+    assert len(caplog.records) == 2 and all("\n" not in r.getMessage() for r in caplog.records)
+    book.engine.dispose()
+
+
+def test_opening_a_ledger_nobody_serves_is_a_ledger_error():
+    with pytest.raises(LedgerError, match="ledger migrate failed after 3 tries"):
+        Ledger("postgresql+psycopg2://postgres@127.0.0.1:1/nothing", retry=FAST)

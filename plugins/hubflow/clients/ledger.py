@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -66,6 +67,7 @@ OUTCOMES = {"running", "success", "failed", "platform", "refused", "stopped", "u
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 INITIAL_REVISION = "0001"  # the schema `metadata.create_all` made before migrations
 _MIGRATE_LOCK = 0x6875_6266_6C6F_77  # "hubflow": the PostgreSQL advisory lock taken around a migration
+_MIGRATING = threading.Lock()  # alembic's `context` is process-global: one migration per process at a time
 
 TRANSIENT = (sa.exc.OperationalError, sa.exc.DisconnectionError, sa.exc.InterfaceError)
 
@@ -177,7 +179,7 @@ class Ledger:
                     return
         except (sa.exc.ProgrammingError, sa.exc.OperationalError):  # no alembic_version yet (or a lost connection)
             pass
-        with self.engine.begin() as c:
+        with _MIGRATING, self.engine.begin() as c:
             if c.dialect.name == "postgresql":  # two processes opening a new database: one migrates, one waits
                 c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             cfg = _alembic(c)
@@ -204,7 +206,8 @@ class Ledger:
     def update(self, attempt_id: int, **record: Any) -> None:
         """Merge keys into the attempt's record (plan, images, releases, verification, links...)."""
         with self.engine.begin() as c:
-            current = json.loads(c.execute(sa.select(attempts.c.record).where(attempts.c.id == attempt_id)).scalar_one())
+            row = c.execute(sa.select(attempts.c.record).where(attempts.c.id == attempt_id)).scalar_one()
+            current = json.loads(row)
             current.update(record)
             c.execute(attempts.update().where(attempts.c.id == attempt_id).values(record=json.dumps(current)))
 
