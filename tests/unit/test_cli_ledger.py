@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hubflow.ledger import Ledger
+from hubflow.clients.ledger import Ledger
 from tests import airflow_support
 
 HUBFLOW = Path(sys.executable).parent / "hubflow"
