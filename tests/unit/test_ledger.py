@@ -253,6 +253,10 @@ def _terminate(name, pid=None):
                                  f"WHERE {which}"), {"name": name, "pid": pid}).scalar()
 
 
+def _retries(caplog):
+    return [r for r in caplog.records if r.name == "hubflow.clients.ledger"]
+
+
 def test_a_write_after_the_server_dropped_the_connections_succeeds(pg_database):
     book = Ledger(pg_database, retry=FAST)
     a = book.start("staging", "a" * 40, None, None, "r1")
@@ -273,7 +277,7 @@ def test_a_connection_lost_mid_write_is_retried_and_the_write_lands_once(pg_data
     with caplog.at_level(logging.WARNING, logger="hubflow.clients.ledger"):
         a = book.start("staging", "a" * 40, None, None, "r1")
     assert killed == [1]
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["ledger start"]
+    assert [r.getMessage().split(":")[0] for r in _retries(caplog)] == ["ledger start"]
     assert [x.id for x in book.attempts("staging")] == [a]
     book.engine.dispose()
 
@@ -291,7 +295,7 @@ def test_a_database_that_stays_unreachable_fails_fast_as_a_ledger_error(pg_datab
             book.finish(a, "success")
     assert time.monotonic() - began < 5
     assert isinstance(err.value, HubflowError)
-    assert len(caplog.records) == 2 and all("\n" not in r.getMessage() for r in caplog.records)
+    assert len(_retries(caplog)) == 2 and all("\n" not in r.getMessage() for r in _retries(caplog))
     book.engine.dispose()
 
 
