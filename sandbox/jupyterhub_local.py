@@ -2,9 +2,10 @@
 
 DummyAuthenticator, SimpleLocalProcessSpawner (single-user servers from this venv, so their kernels see its
 packages, plus what `add_package()` puts in the hub's site folder), sqlite, configurable-http-proxy from
-node_modules, and a service `hubflow-smoke` whose token has the scopes a verification needs. `fail_spawns()` makes
-every spawn fail (the spawn raises, as a spawner that cannot create the server does) until the block ends, so one
-hub serves the whole session.
+node_modules, and a service `hubflow-smoke` whose token has exactly the scopes hubflow documents for production
+(NEEDED_SCOPES), so the tests prove they suffice. A second service, `hubflow-test-admin`, is the tests' own view of
+the hub (`api()`). `fail_spawns()` and `slow_spawns()` make spawns fail or stall (all of them, or the next N) until
+the block ends, so one hub serves the whole session.
 
     python -m sandbox.jupyterhub_local      # start, print the URL and the token; stop with Ctrl-C or SIGTERM
 """
@@ -24,10 +25,13 @@ from pathlib import Path
 
 import requests
 
+from hubflow.clients.jupyterhub import NEEDED_SCOPES
+
 ROOT = Path(__file__).resolve().parents[1]
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 SERVICE = "hubflow-smoke"
-SCOPES = ["admin:users", "admin:servers", "tokens", "read:hub", "list:users", "access:servers"]
+ADMIN = "hubflow-test-admin"
+ADMIN_SCOPES = ["admin:users", "admin:servers", "tokens", "list:users"]
 
 CONFIG = """\
 import os
@@ -54,19 +58,37 @@ c.Spawner.http_timeout = 15
 c.Spawner.start_timeout = 30
 c.Spawner.default_url = "/lab"
 c.Spawner.environment = {{"PYTHONPATH": os.path.join(here, "site")}}  # add_package() installs here
-c.JupyterHub.services = [{{"name": {service!r}, "api_token": {token!r}}}]
-c.JupyterHub.load_roles = [{{"name": {service!r}, "scopes": {scopes!r}, "services": [{service!r}]}}]
+c.JupyterHub.services = [{{"name": {service!r}, "api_token": {token!r}}},
+                          {{"name": {admin!r}, "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": {service!r}, "scopes": {scopes!r}, "services": [{service!r}]}},
+                           {{"name": {admin!r}, "scopes": {admin_scopes!r}, "services": [{admin!r}]}}]
 
-FAIL_FLAG = os.path.join(here, "fail-spawns")
+
+def take(switch):
+    # a switch file holds "<count> <value>"; count -1 is every spawn; the file goes when its count is used up
+    path = os.path.join(here, switch)
+    try:
+        count, value = open(path).read().split()
+    except (OSError, ValueError):
+        return None
+    count = int(count)
+    if count == 1:
+        os.unlink(path)
+    elif count > 1:
+        open(path, "w").write(f"{{count - 1}} {{value}}")
+    return float(value)
 
 
-def fail_when_flagged(spawner):
-    # as a spawner that cannot create the server would (quota, missing image): the spawn raises
-    if os.path.exists(FAIL_FLAG):
+async def test_switches(spawner):
+    import asyncio
+    if take("fail-spawns") is not None:  # as a spawner that cannot create the server (quota, missing image)
         raise RuntimeError("cannot start the server: test switch fail-spawns is on")
+    delay = take("slow-spawns")
+    if delay:  # as a node that is still scaling up or pulling the image
+        await asyncio.sleep(delay)
 
 
-c.Spawner.pre_spawn_hook = fail_when_flagged
+c.Spawner.pre_spawn_hook = test_switches
 """
 
 
@@ -87,7 +109,8 @@ class LocalHub:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="hubflow-hub-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = secrets.token_hex(24)
+        self.token = secrets.token_hex(24)  # the smoke service's
+        self.admin_token = secrets.token_hex(24)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "jupyterhub.log"
 
@@ -101,7 +124,8 @@ class LocalHub:
         (self.dir / "jupyterhub_config.py").write_text(CONFIG.format(
             dir=str(self.dir), port=self.port, hub_port=free_port(), proxy=str(PROXY), proxy_api_port=free_port(),
             proxy_token=secrets.token_hex(16), singleuser=str(Path(sys.executable).parent / "jupyterhub-singleuser"),
-            args=args, service=SERVICE, token=self.token, scopes=SCOPES))
+            args=args, service=SERVICE, token=self.token, scopes=list(NEEDED_SCOPES), admin=ADMIN,
+            admin_token=self.admin_token, admin_scopes=ADMIN_SCOPES))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         env.pop("HUBFLOW_SMOKE_TOKEN", None)
         with self.log_path.open("ab") as log:  # a session of its own: a Ctrl-C meant for the caller does not reach it
@@ -145,14 +169,21 @@ class LocalHub:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @contextlib.contextmanager
-    def fail_spawns(self):
-        """Within the block every spawn fails with an error the hub reports."""
-        flag = self.dir / "fail-spawns"
-        flag.touch()
+    def _switch(self, name: str, times: int | None, value: float):
+        flag = self.dir / name
+        flag.write_text(f"{-1 if times is None else times} {value}")
         try:
             yield
         finally:
             flag.unlink(missing_ok=True)
+
+    def fail_spawns(self, times: int | None = None):
+        """Within the block every spawn (or the next `times`) fails with an error the hub reports."""
+        return self._switch("fail-spawns", times, 0)
+
+    def slow_spawns(self, seconds: float, times: int | None = 1):
+        """Within the block the next `times` spawns (None: every one) wait `seconds` before the server starts."""
+        return self._switch("slow-spawns", times, seconds)
 
     def add_package(self, name: str, version: str, source: str) -> None:
         """Install a one-module distribution that kernels started from now on see (e.g. one that crashes on import)."""
@@ -166,7 +197,9 @@ class LocalHub:
     # -- the hub's own view, for assertions
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {self.token}"},
+        """The hub API as the tests' admin service, or with `token=` (e.g. the smoke token, to see what it may do)."""
+        token = kwargs.pop("token", self.admin_token)
+        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {token}"},
                                 timeout=10, **kwargs)
 
     def user_names(self) -> list[str]:

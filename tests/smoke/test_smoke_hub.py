@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from hubflow.packages import parse_package
-from hubflow.smoke import CHECKS, parse_notebook, verify
+from hubflow.core.packages import parse_package
+from hubflow.clients.jupyterhub import CHECKS, NEEDED_SCOPES, RUN_NOTE, SMOKE_USERS, parse_notebook, verify
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,14 @@ def notebook(*cells):
         else {"cell_type": "markdown", "source": "notes", "metadata": {}} for c in cells]}), "smoke.ipynb")
 
 
-CRASHED = "hubflow-smoke-1700000000-abc123"  # a run that crashed mid-spawn: its deadline is long past
-RUNNING = f"hubflow-smoke-{int(time.time()) + 3600}-def456"  # another verification, still within its time
+CRASHED = SMOKE_USERS[0]  # a run that crashed mid-spawn: its run token has expired
+RUNNING = SMOKE_USERS[1]  # held by another verification, still within its time
+
+
+def hold(hub, name, seconds):
+    """Create `name` as a verification does: a run token that expires when that run's time is up."""
+    assert hub.api("POST", f"/users/{name}").status_code == 201
+    assert hub.api("POST", f"/users/{name}/tokens", json={"expires_in": seconds, "note": RUN_NOTE}).status_code == 201
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +43,22 @@ def failing_run(hub):
     """One verification with a missing package, a pin that differs from what is installed, a package whose import
     kills the kernel, and a failing cell; on a hub where an earlier run crashed while its server was spawning."""
     hub.add_package("segfaulty", "1.0", "import os\nos._exit(139)  # as a broken C extension would\n")
-    for name in (CRASHED, RUNNING, "alice"):
-        assert hub.api("POST", f"/users/{name}").status_code == 201
+    hold(hub, CRASHED, 1)
+    assert hub.api("POST", "/users/alice").status_code == 201
     with contextlib.suppress(requests.Timeout):  # leave the spawn pending, as the crashed run did
         requests.post(f"{hub.url}/hub/api/users/{CRASHED}/server", headers={"Authorization": f"token {hub.token}"},
                       timeout=0.5)
+    time.sleep(1)  # the crashed run's token expires
     packages = [parse_package(p) for p in ("requests", "segfaulty", "nosuchpkg-hubflow", "PyYAML==5.4.1",
                                            "tornado==6.6.*")]
     nb = notebook("import yaml\nvalue = yaml.safe_load('a: 1')", " ", "assert value == {'a': 2}, 'wrong value'")
     yield verify(hub.url, hub.token, packages, nb, timeout=120)
-    for name in (RUNNING, "alice"):
-        hub.api("DELETE", f"/users/{name}")
+    hub.api("DELETE", "/users/alice")
 
 
 def test_missing_package_fails_naming_it(failing_run):
     assert not failing_run.ok
+    assert failing_run.blame == "revision"
     assert failing_run.check("packages").status == "failed"
     assert "nosuchpkg-hubflow is not installed" in detail(failing_run, "packages")
     assert "requests" not in detail(failing_run, "packages")  # installed packages are not reported as problems
@@ -91,6 +98,7 @@ def test_hub_down_fails_clearly_and_fast():
     assert not result.ok
     assert result.check("health").status == "failed"
     assert detail(result, "health") == "GET /hub/health: connection refused"
+    assert result.blame == "platform"  # nothing answers at the URL: DNS, load balancer, network
     assert [c.status for c in result.checks[1:]] == ["skipped"] * (len(CHECKS) - 1)
     assert detail(result, "server") == "not run: health failed"
 
@@ -122,21 +130,51 @@ def test_hub_that_accepts_but_never_answers_fails_in_under_30s():
                 conn.close()
     assert time.monotonic() - t < 30
     assert detail(result, "health") == "GET /hub/health: no answer in time"
+    assert result.blame == "platform"
 
 
 def test_a_refused_token_and_a_token_without_the_scopes_are_named(clean_hub):
     result = verify(clean_hub.url, "not-a-token", timeout=60)
     assert detail(result, "api") == "the hub refused the smoke token (GET /hub/api/user answered 403)"
     assert detail(result, "user") == "not run: api failed"
+    assert result.blame == "platform" and result.to_dict()["blame"] == "platform"
     assert clean_hub.api("POST", "/users/bob").status_code == 201
     try:
         bob = clean_hub.api("POST", "/users/bob/tokens", json={"expires_in": 60}).json()["token"]
         result = verify(clean_hub.url, bob, timeout=60)
     finally:
         clean_hub.api("DELETE", "/users/bob")
-    assert detail(result, "api") == ("the smoke token lacks scopes admin:users, servers, tokens, list:users "
-                                     "(needs admin:users, servers, tokens, list:users)")
+    needed = ", ".join(NEEDED_SCOPES)  # bob's token may access his own server only
+    assert detail(result, "api") == f"the smoke token lacks scopes {needed} (needs {needed})"
+    assert result.blame == "platform"
     assert statuses(result)["cleanup"] == "skipped"
+
+
+def test_the_smoke_token_can_touch_no_other_user(clean_hub):
+    """The service token holds exactly NEEDED_SCOPES (the passing runs prove they suffice) and nothing on carol."""
+    me = clean_hub.api("GET", "/user", token=clean_hub.token).json()
+    assert sorted(s for s in me["scopes"] if "!" not in s) == []  # every scope is filtered to the smoke users
+    assert clean_hub.api("POST", "/users/carol").status_code == 201
+    try:
+        as_smoke = {"token": clean_hub.token}
+        answers = {(m, path): clean_hub.api(m, path, **as_smoke, **kw).status_code for m, path, kw in [
+            ("POST", "/users/mallory", {}), ("GET", "/users/carol", {}), ("POST", "/users/carol/server", {}),
+            ("DELETE", "/users/carol/server", {}), ("POST", "/users/carol/tokens", {"json": {"expires_in": 60}}),
+            ("GET", "/users/carol/tokens", {}), ("DELETE", "/users/carol", {}),
+            ("PATCH", "/users/carol", {"json": {"admin": True}})]}
+        refused = dict.fromkeys(answers, 404)  # "No access to resources or resources not found"
+        refused["POST", "/users/carol/tokens"] = 403  # "requires any of [tokens]"
+        assert answers == refused
+        assert [u["name"] for u in clean_hub.api("GET", "/users", **as_smoke).json()] == []  # carol is not listed
+        assert clean_hub.api("POST", "/users", json={"usernames": ["eve"]}, **as_smoke).status_code == 403
+        mine = clean_hub.api("POST", f"/users/{SMOKE_USERS[0]}/tokens", json={"scopes": ["access:servers!user=carol"]},
+                             **as_smoke)
+        assert mine.status_code == 403  # nor issue a token for another user's server
+        assert clean_hub.user_names().count("carol") == 1 and "mallory" not in clean_hub.user_names()
+        assert clean_hub.running_servers() == []
+    finally:
+        clean_hub.api("DELETE", "/users/carol")
+        clean_hub.api("DELETE", f"/users/{SMOKE_USERS[0]}")
 
 
 def test_spawn_failure_fails_with_the_hubs_reason_and_removes_the_user(clean_hub):
@@ -150,6 +188,19 @@ def test_spawn_failure_fails_with_the_hubs_reason_and_removes_the_user(clean_hub
     assert detail(result, "kernel") == "not run: server failed"
     assert statuses(result)["cleanup"] == "passed"
     assert result.user not in clean_hub.user_names()
+    assert (result.blame, result.retried) == ("revision", False)  # the hub said no: a retry would hear the same
+
+
+def test_a_spawn_that_times_out_once_is_retried_with_a_fresh_user(clean_hub):
+    with clean_hub.slow_spawns(60, times=1):
+        result = verify(clean_hub.url, clean_hub.token, [parse_package("requests")], timeout=120, spawn_timeout=15)
+    assert result.ok, result.failures
+    assert (result.retried, result.user, result.blame) == (True, SMOKE_USERS[1], None)
+    assert ("; retried as hubflow-smoke-2 after hubflow-smoke-1's spawn timeout: not ready within 15s (while "
+            in detail(result, "server"))  # starting or waiting for the server: the hub answers 202 after 10 s
+    assert detail(result, "cleanup") == ("kernel deleted; server stopped, user hubflow-smoke-1 deleted; "
+                                         "server stopped, user hubflow-smoke-2 deleted")
+    assert result.to_dict()["retried"] is True
 
 
 def test_the_time_limit_bounds_the_verification_and_a_pending_spawn_is_cleaned_up(clean_hub):
@@ -160,12 +211,30 @@ def test_the_time_limit_bounds_the_verification_and_a_pending_spawn_is_cleaned_u
     assert statuses(result)["cleanup"] == "passed"
     assert time.monotonic() - t < 2 + 15  # cleanup of a pending spawn: the hub cancels it, then stops the server
     assert result.user not in clean_hub.user_names()
+    assert not result.retried  # no time was left for a retry
+
+
+def test_a_user_held_by_a_running_verification_is_kept_and_waited_for(clean_hub):
+    hold(clean_hub, RUNNING, 3600)
+    try:
+        result = verify(clean_hub.url, clean_hub.token, timeout=3)
+        assert statuses(result)["leftovers"] == "failed"
+        assert detail(result, "leftovers").startswith(f"another verification of this hub holds user {RUNNING} until ")
+        assert result.blame == "platform"
+        assert RUNNING in clean_hub.user_names()
+        threading.Timer(2, clean_hub.api, ("DELETE", f"/users/{RUNNING}")).start()  # that run ends
+        result = verify(clean_hub.url, clean_hub.token, timeout=60)
+    finally:
+        clean_hub.api("DELETE", f"/users/{RUNNING}")
+    assert result.ok, result.failures
+    assert detail(result, "leftovers") in ("waited 2s for another verification; none",
+                                           "waited 3s for another verification; none")
 
 
 def test_leftovers_of_a_crashed_run_are_removed_and_a_running_one_is_kept(failing_run, hub):
     assert detail(failing_run, "leftovers") == f"removed 1: {CRASHED}"
     users = hub.user_names()
-    assert CRASHED not in users and RUNNING in users and "alice" in users
+    assert CRASHED not in users and "alice" in users  # RUNNING: see the test of a held user
     assert failing_run.user not in users
     assert hub.running_servers() == []
 

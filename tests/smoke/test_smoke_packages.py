@@ -1,10 +1,10 @@
 """Which packages a verification checks, derived from real git diffs of requirements.txt and environment.yml."""
 import pytest
 
-from hubflow.git import Repo
-from hubflow.packages import (Package, PackagesError, changed_packages, hub_packages, parse_conda, parse_environment,
+from hubflow.clients.git import Repo
+from hubflow.core.packages import (Package, PackagesError, changed_packages, hub_packages, parse_conda, parse_environment,
                               parse_package, parse_requirements)
-from hubflow.plan import make_plan
+from hubflow.core.plan import make_plan
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 PRIMARY = ["images/primary"]

@@ -3,9 +3,11 @@ import json
 import sys
 
 import pytest
+import yaml
 
-from hubflow.packages import Package
-from hubflow.smoke import SmokeError, is_leftover, parse_notebook, probe, smoke_user_name
+from hubflow.clients import jupyterhub
+from hubflow.core.packages import Package
+from hubflow.clients.jupyterhub import NEEDED_SCOPES, RUN_NOTE, SmokeError, held_until, parse_notebook, probe
 
 
 def run(*packages):
@@ -54,13 +56,20 @@ def test_markers_that_do_not_apply_are_not_checked():
     assert out["nosuchpkg-hubflow"]["status"] == "not-applicable"
 
 
-def test_leftover_users_are_told_apart_by_the_deadline_in_their_name():
-    mine = smoke_user_name(2_000_000_000)
-    assert mine.startswith("hubflow-smoke-2000000000-")
-    assert not is_leftover(mine, now=1_999_999_999)
-    assert is_leftover(mine, now=2_000_000_001)
-    assert is_leftover("hubflow-smoke-handmade", now=0)
-    assert not is_leftover("alice", now=2_000_000_001)
+def test_leftover_users_are_told_apart_by_their_run_token():
+    """The smoke users have fixed names (scope filters name users): a run token that has not expired holds them."""
+    run = {"note": RUN_NOTE, "expires_at": "2033-05-18T03:33:20Z"}  # 2_000_000_000
+    assert held_until([run], now=1_999_999_999) == 2_000_000_000
+    assert held_until([run], now=2_000_000_001) is None  # that run is over: a leftover
+    assert held_until([], now=0) is None  # a crash before its token was made
+    assert held_until([{"note": "made by hand", "expires_at": run["expires_at"]}, {"note": RUN_NOTE,
+                                                                                  "expires_at": None}], now=0) is None
+
+
+def test_the_documented_z2jh_role_is_what_the_scope_check_needs():
+    snippet = jupyterhub.__doc__.split("In z2jh values:", 1)[1].split("\n\n", 2)[1]
+    role = yaml.safe_load(snippet)["hub"]["loadRoles"]["hubflow-smoke"]
+    assert role == {"services": ["hubflow-smoke"], "scopes": list(NEEDED_SCOPES)}
 
 
 def test_notebook_cells_keep_their_position():

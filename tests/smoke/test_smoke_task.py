@@ -4,10 +4,11 @@ import logging
 
 import pytest
 
-from hubflow.config import parse_settings
-from hubflow.git import Repo
-from hubflow.smoke import SmokeError
-from hubflow.smoke_task import verify_hub
+from hubflow.airflow.hooks import smoke_token
+from hubflow.core.config import parse_settings
+from hubflow.clients.git import Repo
+from hubflow.clients.jupyterhub import SmokeError
+from hubflow.clients.verification import verify_hub
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 pytestmark = pytest.mark.slow
@@ -18,12 +19,13 @@ NOTEBOOK = json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cell
      "source": ["import websocket, yaml\n", "assert yaml.safe_load('x: [1, 2]') == {'x': [1, 2]}"]}]})
 
 
-def settings_for(url):
+def settings_for(url, spawn_seconds=300):
     return parse_settings(f"""
 repository: {{github: datahub/datahub, clone_url: /srv/datahub.git}}
 environments:
   - {{name: staging, branch: staging, hub_url: "{url}", smoke_token_conn_id: hubflow_smoke_test}}
   - {{name: prod, branch: prod, hub_url: "https://{{hub}}.example.org"}}
+timeouts: {{spawn_seconds: {spawn_seconds}}}
 """)
 
 
@@ -47,13 +49,15 @@ def test_verify_hub_checks_what_the_merge_changed_and_logs_each_check(hub, deplo
     repo, base, head = deployed
     monkeypatch.delenv("HUBFLOW_SMOKE_TOKEN", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_SMOKE_TEST", json.dumps({"conn_type": "generic", "password": hub.token}))
-    task_log = logging.getLogger("hubflow.smoke_task")
+    task_log = logging.getLogger("hubflow.clients.verification")
     task_log.addHandler(caplog.handler)  # Airflow's logging set-up replaces the root handlers that caplog uses
     try:
-        result = verify_hub(settings_for(hub.url), "staging", "data8", repo, base, head)
+        result = verify_hub(settings_for(hub.url), "staging", "data8", repo, base, head,
+                            smoke_token("hubflow_smoke_test"))  # as the Airflow task reads it
     finally:
         task_log.removeHandler(caplog.handler)
     assert result["ok"], result
+    assert (result["blame"], result["retried"]) == (None, False)
     assert json.loads(json.dumps(result)) == result  # XCom-ready as it is
     assert (result["hub"], result["environment"], result["revision"]) == ("data8", "staging", head)
     assert result["packages"] == ["PyYAML==6.0.4", "websocket-client==1.9.2", "requests"]
@@ -74,4 +78,19 @@ def test_nightly_checks_only_the_always_list_and_a_missing_token_is_named(hub, d
     monkeypatch.delenv("AIRFLOW_CONN_HUBFLOW_SMOKE_TEST", raising=False)
     with pytest.raises(SmokeError, match="Airflow connection 'hubflow_smoke_test' has no password and "
                                          "HUBFLOW_SMOKE_TOKEN is not set"):
-        verify_hub(settings_for(hub.url), "staging", "data8", repo, head, head)
+        verify_hub(settings_for(hub.url), "staging", "data8", repo, head, head, smoke_token("hubflow_smoke_test"))
+    with pytest.raises(SmokeError, match="no smoke token"):
+        verify_hub(settings_for(hub.url), "staging", "data8", repo, head, head, "")
+
+
+def test_two_spawn_timeouts_fail_naming_the_spawn_limit_from_the_settings(hub, deployed):
+    repo, base, head = deployed
+    with hub.slow_spawns(30, times=2):
+        result = verify_hub(settings_for(hub.url, spawn_seconds=2), "staging", "data8", repo, base, head, hub.token)
+    assert not result["ok"]
+    assert (result["blame"], result["retried"], result["user"]) == ("revision", True, "hubflow-smoke-2")
+    server = next(c for c in result["checks"] if c["name"] == "server")
+    assert server["detail"] == ("hubflow-smoke-2: spawn timeout: not ready within 2s (while starting the server); "
+                                "retried as hubflow-smoke-2 after hubflow-smoke-1's spawn timeout: not ready within "
+                                "2s (while starting the server)")
+    assert hub.user_names() == [] and hub.running_servers() == []

@@ -1,10 +1,36 @@
 """Verification: prove a freshly deployed hub works, the way a person would, through its public URL.
 
-The hub answers; a throwaway user `hubflow-smoke-<deadline>-<random>` gets a server; a kernel on that server imports
-every package that must be there (at its pinned version); an optional notebook runs cell by cell; and, whatever
-happened, the kernel, the server and the user are removed. Users left by a crashed run are recognised by the
-deadline in their name and removed first. Each check has a status, a duration and a detail that names the endpoint,
-the package or the cell, so the ledger, the commit comment and Slack can say what broke.
+The hub answers; the smoke user `hubflow-smoke-1` gets a server; a kernel on that server imports every package that
+must be there (at its pinned version); an optional notebook runs cell by cell; and, whatever happened, the kernel,
+the server and the user are removed. A spawn that runs out of its own time budget (spawn_timeout) is retried once as
+`hubflow-smoke-2` before the revision is blamed: a slow spawn is often the cluster (a node scaling up, an image
+pull), and a second name gets a fresh pod and volume (in z2jh a user's PVC outlives the user, and a pod that is
+still terminating blocks a new one of the same name). Each check has a status, a duration and a detail that names
+the endpoint, the package or the cell, so the ledger, the commit comment and Slack can say what broke; `blame` says
+whose fault a failure is (see blame_of).
+
+Least privilege: the service token may touch only these two users (JupyterHub scope filters), so a leaked token
+cannot read or act for anyone else. Fixed names are what makes that possible (a filter names users; it cannot
+match a prefix). In z2jh values:
+
+    hub:
+      services:
+        hubflow-smoke: {}          # api_token: set from a secret
+      loadRoles:
+        hubflow-smoke:
+          services: [hubflow-smoke]
+          scopes:
+            - admin:users!user=hubflow-smoke-1   # create and delete the user
+            - servers!user=hubflow-smoke-1       # start, follow and stop its server
+            - tokens!user=hubflow-smoke-1        # issue the user's own short-lived token
+            - admin:users!user=hubflow-smoke-2
+            - servers!user=hubflow-smoke-2
+            - tokens!user=hubflow-smoke-2
+
+The service never uses a server itself (no access:servers): the kernel is reached with the user's own token, which
+holds access to that user's server as every user's token does. read:hub and list:users are not needed either.
+Users left by a crashed run (the same fixed names) are stopped and removed first; a user whose run token has not
+expired belongs to a verification still running, which is waited for, never removed.
 
 Plain Python (requests + websocket-client): the CLI, the Airflow task and the tests use it alike. The service token
 goes in a header only and never into a detail; the server is used with a short-lived token scoped to that user.
@@ -15,10 +41,10 @@ import contextlib
 import inspect
 import json
 import re
-import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -28,11 +54,13 @@ import websocket
 from hubflow.core.errors import HubflowError
 from hubflow.core.packages import Package
 
-USER_PREFIX = "hubflow-smoke-"
+# the first spawn's user, the retry's; never the service's own name (the hub refuses to let it delete "itself")
+SMOKE_USERS = ("hubflow-smoke-1", "hubflow-smoke-2")
 CHECKS = ("health", "api", "leftovers", "user", "server", "kernel", "packages", "notebook", "cleanup")
-# what the token must hold (as the hub expands them); in z2jh: hub.services.hubflow-smoke and
-# hub.loadRoles.hubflow-smoke.scopes [admin:users, admin:servers, tokens, list:users]
-NEEDED_SCOPES = ("admin:users", "servers", "tokens", "list:users")
+# the smoke role's scopes, exactly (the module docstring has them as z2jh values)
+NEEDED_SCOPES = tuple(f"{scope}!user={user}" for user in SMOKE_USERS
+                      for scope in ("admin:users", "servers", "tokens"))
+RUN_NOTE = "hubflow smoke verification"  # the note on the smoke user's token: a run holds the user until it expires
 CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
 PROBE_MARK = "HUBFLOW-PROBE "  # prefixes the probe's own output lines, among whatever imported modules print
 
@@ -43,6 +71,22 @@ class SmokeError(HubflowError):
 
 class _Failed(Exception):
     """A check failed; the message is the detail people read."""
+
+    blame = "revision"
+
+
+class _PlatformFault(_Failed):
+    """A failure that is not the hub's doing: nothing answers at its URL, or hubflow's token is refused."""
+
+    blame = "platform"
+
+
+class _NoAnswer(_Failed):
+    """No HTTP answer (DNS, connection, TLS, no answer in time); whose fault depends on the step."""
+
+
+class _SpawnTimeout(_Failed):
+    """The spawn used up its own budget (the overall limit still had time): worth one retry."""
 
 
 class _KernelDied(_Failed):
@@ -68,6 +112,8 @@ class Verification:
     hub_version: str | None = None
     user: str | None = None
     seconds: float = 0.0
+    blame: str | None = None  # "platform" | "revision" when not ok (see blame_of)
+    retried: bool = False  # the first spawn timed out and a second user was tried
     checks: list[Check] = field(default_factory=lambda: [Check(n) for n in CHECKS])
 
     def check(self, name: str) -> Check:
@@ -105,37 +151,45 @@ def format_check(check: Check) -> str:
     return f"{check.status:<8} {check.name:<10} {check.seconds:7.2f}s  {check.detail}".rstrip()
 
 
-def smoke_user_name(deadline: float) -> str:
-    """A unique user whose name says until when its run may still need it (wall-clock seconds)."""
-    return f"{USER_PREFIX}{int(deadline)}-{secrets.token_hex(3)}"
+def held_until(tokens: list[dict], now: float) -> float | None:
+    """Until when a running verification holds a smoke user (its run token's expiry, wall clock), or None: a
+    leftover. A token without an expiry is no run's: runs always set one."""
+    ends = [datetime.fromisoformat(t["expires_at"]).timestamp() for t in tokens
+            if t.get("note") == RUN_NOTE and t.get("expires_at")]
+    return max(ends) if ends and max(ends) > now else None
 
 
-def is_leftover(name: str, now: float) -> bool:
-    """A smoke user whose run is over by now (or whose name hubflow did not write, under hubflow's prefix)."""
-    if not name.startswith(USER_PREFIX):
-        return False
-    m = re.fullmatch(r"(\d+)-[0-9a-f]+", name[len(USER_PREFIX):])
-    return m is None or int(m.group(1)) < now
+def blame_of(checks: list[Check], faults: dict[str, str]) -> str | None:
+    """Whose fault the first failure is. "platform": hubflow or what stands in front of the hub (nothing answers
+    HTTP at its URL: DNS, load balancer, TLS certificate, network; or the hub refuses hubflow's token or its scopes;
+    or another verification holds the smoke users): no revert, the next trigger tries again. "revision": a hub that
+    answers but misbehaves. None when every check passed."""
+    failed = [c for c in checks if c.status == "failed"]
+    return faults.get(failed[0].name, "revision") if failed else None
 
 
 def verify(hub_url: str, token: str, packages: list[Package] = (), notebook: Notebook | None = None,
-           timeout: float = 300, report: Callable[[Check], None] | None = None) -> Verification:
+           timeout: float = 300, report: Callable[[Check], None] | None = None,
+           spawn_timeout: float = 300) -> Verification:
     """Run every check against the hub at `hub_url` within `timeout` seconds (cleanup may take CLEANUP_SECONDS more).
 
-    `report` is called with each check when it starts (status "running") and when it ends.
+    Each spawn has `spawn_timeout` seconds of its own (within `timeout`); a spawn that runs out of it is retried once
+    with a fresh user. `report` is called with each check when it starts (status "running") and when it ends.
     """
     parts = urlsplit(hub_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SmokeError(f"hub URL {hub_url!r} is not an http(s) URL")
     if not token:
         raise SmokeError("no smoke token: set HUBFLOW_SMOKE_TOKEN or the environment's smoke token connection")
-    return _Run(hub_url.rstrip("/"), token, list(packages), notebook, timeout, report).run()
+    return _Run(hub_url.rstrip("/"), token, list(packages), notebook, timeout, spawn_timeout, report).run()
 
 
 class _Run:
     def __init__(self, url: str, token: str, packages: list[Package], notebook: Notebook | None, timeout: float,
-                 report: Callable[[Check], None] | None):
+                 spawn_timeout: float, report: Callable[[Check], None] | None):
         self.url, self.packages, self.notebook, self.timeout = url, packages, notebook, timeout
+        self.spawn_timeout = spawn_timeout
+        self.spawn_deadline: float | None = None  # while a spawn runs
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
         self.report = report or (lambda check: None)
         self.result = Verification(url)
@@ -145,6 +199,8 @@ class _Run:
         self.start = time.monotonic()
         self.deadline = self.start + timeout
         self.user: str | None = None
+        self.users: list[str] = []  # created by this run, to remove
+        self.faults: dict[str, str] = {}  # check -> blame, for failed checks
         self.server: str | None = None  # URL of the user's server, ending in /
         self.kernel: str | None = None
         self.ws: websocket.WebSocket | None = None
@@ -171,6 +227,7 @@ class _Run:
             self.single.close()
             self.result.seconds = round(time.monotonic() - self.start, 3)
             self.result.ok = not self.result.failures
+            self.result.blame = blame_of(self.result.checks, self.faults)
         return self.result
 
     def _step(self, name: str, step: Callable[[], str]) -> bool:
@@ -184,6 +241,7 @@ class _Run:
             check.detail, check.status = str(exc), "skipped"
         except _Failed as exc:
             check.detail, check.status = str(exc), "failed"
+            self.faults[name] = exc.blame
         except (requests.RequestException, websocket.WebSocketException, OSError, ValueError, KeyError) as exc:
             check.detail, check.status = _describe(exc), "failed"  # also answers that are not what the API documents
         finally:
@@ -194,11 +252,15 @@ class _Run:
         return check.status != "failed"
 
     def remaining(self, what: str) -> float:
-        left = self.deadline - time.monotonic()
+        now = time.monotonic()
+        left = self.deadline - now
         if left <= 0:
-            raise _Failed(f"timed out after {time.monotonic() - self.start:.0f}s (limit {self.timeout:.0f}s) "
-                          f"while {what}")
-        return left
+            raise _Failed(f"timed out after {now - self.start:.0f}s (limit {self.timeout:.0f}s) while {what}")
+        if self.spawn_deadline is None:
+            return left
+        if self.spawn_deadline <= now:
+            raise _SpawnTimeout(f"spawn timeout: not ready within {self.spawn_timeout:.0f}s (while {what})")
+        return min(left, self.spawn_deadline - now)
 
     # -- HTTP
 
@@ -212,16 +274,18 @@ class _Run:
                 r = session.request(method, url, timeout=(min(5, left), min(read, left)), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.remaining(what)  # a request cut short by the deadline is reported as the timeout it is
-                problem = f"{method} {_path(url)}: {_describe(exc)}"
+                problem, error = f"{method} {_path(url)}: {_describe(exc)}", _NoAnswer
             else:
                 if r.status_code in ok:
                     return r
-                problem = f"{method} {_path(url)} answered {r.status_code}: {_message(r)}"
+                problem, error = f"{method} {_path(url)} answered {r.status_code}: {_message(r)}", _Failed
+                if r.status_code == 403 and session is self.hub:
+                    raise _PlatformFault(f"{problem} (the smoke token may not do this)")
                 if r.status_code not in (502, 503, 504):
                     break  # the hub answered: asking again would get the same answer
             if attempt + 1 < attempts:
                 time.sleep(min(2 ** attempt, max(0, self.deadline - time.monotonic())))
-        raise _Failed(problem)
+        raise error(problem)
 
     def hub_api(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
         return self.request(self.hub, method, f"{self.url}/hub/api{path}", what, **kwargs)
@@ -229,7 +293,10 @@ class _Run:
     # -- the checks
 
     def health(self) -> str:
-        self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=3)
+        try:
+            self.request(self.hub, "GET", f"{self.url}/hub/health", "checking /hub/health", retry=True, read=3)
+        except _NoAnswer as exc:  # nothing answers HTTP at the URL: DNS, load balancer, certificate, network
+            raise _PlatformFault(str(exc)) from None
         return "GET /hub/health: 200"
 
     def api(self) -> str:
@@ -237,40 +304,78 @@ class _Run:
         self.result.hub_version = version
         me = self.hub_api("GET", "/user", "checking the token", retry=True, ok=(200, 403)).json()
         if me.get("status") == 403 or "scopes" not in me:
-            raise _Failed("the hub refused the smoke token (GET /hub/api/user answered 403)")
-        missing = [s for s in NEEDED_SCOPES if s not in me["scopes"]]
+            raise _PlatformFault("the hub refused the smoke token (GET /hub/api/user answered 403)")
+        held = set(me["scopes"])
+        missing = [s for s in NEEDED_SCOPES if s not in held and s.split("!")[0] not in held]
         if missing:
-            raise _Failed(f"the smoke token lacks scopes {', '.join(missing)} (needs {', '.join(NEEDED_SCOPES)})")
-        return f"JupyterHub {version}; token of {me.get('kind')} {me.get('name')}"
+            raise _PlatformFault(f"the smoke token lacks scopes {', '.join(missing)} "
+                                 f"(needs {', '.join(NEEDED_SCOPES)})")
+        broad = sorted(s for s in held if "!" not in s)
+        more = f"; holds more than it needs: {', '.join(broad)}" if broad else ""
+        return f"JupyterHub {version}; token of {me.get('kind')} {me.get('name')}{more}"
 
     def leftovers(self) -> str:
-        names, offset = [], 0
-        while True:
-            page = self.hub_api("GET", "/users", "listing leftover smoke users", retry=True,
-                                params={"name_filter": USER_PREFIX, "offset": offset, "limit": 200}).json()
-            names += [u["name"] for u in page]
-            if len(page) < 200:
-                break
-            offset += len(page)
-        old = [n for n in names if is_leftover(n, time.time())]
-        for name in old:
-            self.remove_user(name)
-        return f"removed {len(old)}: {', '.join(old)}" if old else "none"
+        """Remove the smoke users a crashed run left; wait for a running verification to release them."""
+        removed, waited = [], 0.0
+        for name in SMOKE_USERS:
+            while True:
+                r = self.hub_api("GET", f"/users/{name}/tokens", f"reading {name}'s tokens", retry=True,
+                                 ok=(200, 404))
+                if r.status_code == 404:  # no such user
+                    break
+                until = held_until(r.json()["api_tokens"], time.time())
+                if until is None:
+                    self.remove_user(name)
+                    removed.append(name)
+                    break
+                if time.monotonic() + 1 >= self.deadline:
+                    stamp = datetime.fromtimestamp(until).astimezone().isoformat(timespec="seconds")
+                    raise _PlatformFault(f"another verification of this hub holds user {name} until {stamp}: "
+                                         f"one verification per hub at a time")
+                time.sleep(1)
+                waited += 1
+        wait = f"waited {waited:.0f}s for another verification; " if waited else ""
+        return wait + (f"removed {len(removed)}: {', '.join(removed)}" if removed else "none")
 
-    def create_user(self) -> str:
-        name = smoke_user_name(time.time() + self.deadline - time.monotonic() + CLEANUP_SECONDS)
+    def create_user(self, name: str = SMOKE_USERS[0]) -> str:
         self.hub_api("POST", f"/users/{name}", "creating the smoke user", ok=(201,))
+        self.users.append(name)
         self.user = name
         self.result.user = name
         expires = int(self.deadline - time.monotonic()) + CLEANUP_SECONDS
         token = self.hub_api("POST", f"/users/{name}/tokens", "creating the smoke user's token", ok=(200, 201),
                              json={"scopes": [f"access:servers!user={name}"], "expires_in": expires,
-                                   "note": "hubflow smoke verification"}).json()["token"]
+                                   "note": RUN_NOTE}).json()["token"]
         self.single.headers["Authorization"] = f"token {token}"
         return f"{name}, token scoped to its server, expires in {expires}s"
 
     def start_server(self) -> str:
+        try:
+            return self.spawn()
+        except _SpawnTimeout as first:
+            if time.monotonic() >= self.deadline:
+                raise
+            failed = self.user
+            self.hub_api("DELETE", f"/users/{failed}/server", "stopping the timed-out spawn", ok=(202, 204, 400, 404))
+            self.result.retried = True
+            self.create_user(SMOKE_USERS[1])
+            retry = f"retried as {self.user} after {failed}'s {first}"
+            try:
+                return f"{self.spawn()}; {retry}"
+            except _Failed as second:
+                second.args = (f"{self.user}: {second}; {retry}",)
+                raise
+
+    def spawn(self) -> str:
+        """Start the current user's server within spawn_timeout."""
         t = time.monotonic()
+        self.spawn_deadline = t + self.spawn_timeout
+        try:
+            return self._spawn(t)
+        finally:
+            self.spawn_deadline = None
+
+    def _spawn(self, t: float) -> str:
         r = self.request(self.hub, "POST", f"{self.url}/hub/api/users/{self.user}/server", "starting the server",
                          ok=(201, 202, 400, 500, 502, 503, 504), read=60)
         if r.status_code in (400, 500):
@@ -390,8 +495,8 @@ class _Run:
             url = f"{self.server}api/kernels/{self.kernel}"
             steps.append(("kernel deleted",
                           lambda: self.request(self.single, "DELETE", url, "deleting the kernel", ok=(204, 404))))
-        if self.user:
-            steps.append((f"server stopped, user {self.user} deleted", lambda: self.remove_user(self.user)))
+        for user in self.users:
+            steps.append((f"server stopped, user {user} deleted", lambda user=user: self.remove_user(user)))
         if not steps:
             raise _Skipped("nothing to clean up")
         done, problems = [], []

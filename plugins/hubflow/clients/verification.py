@@ -30,8 +30,9 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
     """Verify `hub` in `environment` after deploying `head` over `base` (nightly: base == head, the always-check list).
 
     `fleet` is the fleet at head when the caller has it (plan.fleet); otherwise it is read from git. The checks get
-    min(hub smoke.timeout_seconds, settings timeouts.smoke_seconds); cleanup may take smoke.CLEANUP_SECONDS more, so
-    a task execution_timeout should leave that room.
+    min(hub smoke.timeout_seconds, settings timeouts.smoke_seconds), each spawn timeouts.spawn_seconds within that
+    (a timed-out spawn is retried once); cleanup may take jupyterhub.CLEANUP_SECONDS more, so a task
+    execution_timeout should leave that room. The result's `blame` says whether a failure is the revision's.
     """
     env = settings.environment(environment)
     if fleet is None:
@@ -43,8 +44,9 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
     notebook = read_notebook(repo, head, smoke.notebook) if smoke.notebook else None
     url = env.url_for(hub)
     timeout = min(smoke.timeout_seconds, settings.timeouts.smoke_seconds)  # the hub's limit, capped by the operator's
-    log.info("verifying hub %s in %s at %s (%s), limit %ss; packages: %s", hub, environment, head[:12], url,
-             timeout, ", ".join(map(str, packages)) or "none")
+    spawn_timeout = settings.timeouts.spawn_seconds
+    log.info("verifying hub %s in %s at %s (%s), limit %ss (spawn %ss); packages: %s", hub, environment, head[:12],
+             url, timeout, spawn_timeout, ", ".join(map(str, packages)) or "none")
 
     def report(check: Check) -> None:
         if check.status == "running":
@@ -52,7 +54,8 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
         else:
             (log.warning if check.status == "failed" else log.info)("%s", format_check(check))
 
-    result = verify(url, token, packages, notebook, timeout, report)
-    log.info("hub %s in %s: %s in %.1fs", hub, environment, "verified" if result.ok else "FAILED", result.seconds)
+    result = verify(url, token, packages, notebook, timeout, report, spawn_timeout=spawn_timeout)
+    log.info("hub %s in %s: %s in %.1fs%s", hub, environment, "verified" if result.ok else "FAILED", result.seconds,
+             f" ({result.blame}'s fault)" if result.blame else "")
     return dict(result.to_dict(), hub=hub, environment=environment, revision=head,
                 packages=[str(p) for p in packages], notebook=smoke.notebook)
