@@ -302,3 +302,18 @@ def test_a_database_that_stays_unreachable_fails_fast_as_a_ledger_error(pg_datab
 def test_opening_a_ledger_nobody_serves_is_a_ledger_error():
     with pytest.raises(LedgerError, match="ledger migrate failed after 3 tries"):
         Ledger("postgresql+psycopg2://postgres@127.0.0.1:1/nothing", retry=FAST)
+
+
+def test_promotions_and_reports_are_kept(tmp_path):
+    from hubflow.clients.ledger import Ledger
+
+    book = Ledger(f"sqlite:///{tmp_path}/l.db")
+    p = book.start_promotion("staging", "prod", "a" * 40, "t", "merge", "INC-1", "ada", "run-1")
+    assert book.start_promotion("staging", "prod", "a" * 40, "t", "merge", "INC-1", "ada", "run-1") == p
+    book.finish_promotion(p, "merged", "merged as #3", pr=3)
+    (row,) = book.promotions("prod")
+    assert (row["outcome"], row["requested_by"], row["reason"], row["record"]) == ("merged", "ada", "INC-1", {"pr": 3})
+    book.add_report("nightly", "prod", "n-1", False, {"hubs": {"datahub": "failed"}})
+    book.add_report("nightly", "prod", "n-1", True, {"hubs": {"datahub": "ok"}})  # a retried task replaces its own
+    assert book.last_report("nightly", "prod")["summary"] == {"hubs": {"datahub": "ok"}}
+    assert book.last_report("nightly", "staging") is None

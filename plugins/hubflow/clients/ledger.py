@@ -59,6 +59,36 @@ holds = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+promotions = sa.Table(
+    "hubflow_promotions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False, index=True),
+    sa.Column("revision", sa.String(64), nullable=False),
+    sa.Column("tree", sa.String(64)),
+    sa.Column("mode", sa.String(32), nullable=False),  # pull_request | merge
+    sa.Column("reason", sa.Text),
+    sa.Column("requested_by", sa.String(250)),
+    sa.Column("run_id", sa.String(250), index=True),
+    sa.Column("outcome", sa.String(32), nullable=False),  # running, opened, merged, refused, rejected, failed
+    sa.Column("detail", sa.Text),
+    sa.Column("record", sa.Text, nullable=False, default="{}"),  # gates, PR, approval (JSON)
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+reports = sa.Table(
+    "hubflow_reports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # nightly
+    sa.Column("env", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),  # JSON
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_hubflow_reports_kind_env", "kind", "env"),
+)
+
 # running: not concluded yet. success: deployed and verified. failed: the revision is to blame. platform: a platform
 # fault, nothing held. refused: not deployed (held, frozen, ungated). stopped: the line stopped (a revert failed, a
 # rollback failed). unknown: the run could not conclude, the state is unknown. skipped: nothing to do.
@@ -293,3 +323,57 @@ class Ledger:
     def holds(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(sa.select(holds).order_by(holds.c.created_at))]
+
+    # ------------------------------------------------------------ promotions
+
+    @_retried
+    def start_promotion(self, source: str, target: str, revision: str, tree: str | None, mode: str,
+                        reason: str | None, requested_by: str | None, run_id: str | None) -> int:
+        """Open a promotion; a retried task of the same run gets the same one back."""
+        with self.engine.begin() as c:
+            if run_id:
+                row = c.execute(sa.select(promotions.c.id).where(promotions.c.run_id == run_id,
+                                                                 promotions.c.target == target)).first()
+                if row:
+                    return row.id
+            return c.execute(promotions.insert().values(
+                source=source, target=target, revision=revision, tree=tree, mode=mode, reason=reason,
+                requested_by=requested_by, run_id=run_id, outcome="running", record="{}",
+                started_at=_now())).inserted_primary_key[0]
+
+    @_retried
+    def finish_promotion(self, promotion_id: int, outcome: str, detail: str = "", **record: Any) -> None:
+        """Conclude a promotion (again on a concluded one: replaces it), merging `record` into its record."""
+        with self.engine.begin() as c:
+            current = json.loads(c.execute(sa.select(promotions.c.record)
+                                           .where(promotions.c.id == promotion_id)).scalar_one())
+            current.update(record)
+            c.execute(promotions.update().where(promotions.c.id == promotion_id).values(
+                outcome=outcome, detail=detail, record=json.dumps(current), finished_at=_now()))
+
+    @_retried
+    def promotions(self, target: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        q = sa.select(promotions).order_by(promotions.c.id.desc()).limit(limit)
+        if target:
+            q = q.where(promotions.c.target == target)
+        with self.engine.connect() as c:
+            return [{**r._mapping, "record": json.loads(r.record)} for r in c.execute(q)]
+
+    # ------------------------------------------------------------ reports (the nightly verification)
+
+    @_retried
+    def add_report(self, kind: str, env: str, run_id: str | None, ok: bool, summary: dict[str, Any]) -> None:
+        """Keep one report per (kind, env, run): a retried task replaces its own."""
+        with self.engine.begin() as c:
+            if run_id:
+                c.execute(reports.delete().where(reports.c.kind == kind, reports.c.env == env,
+                                                 reports.c.run_id == run_id))
+            c.execute(reports.insert().values(kind=kind, env=env, run_id=run_id, ok=ok, summary=json.dumps(summary),
+                                              created_at=_now()))
+
+    @_retried
+    def last_report(self, kind: str, env: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(reports).where(reports.c.kind == kind, reports.c.env == env)
+                            .order_by(reports.c.id.desc()).limit(1)).first()
+        return {**row._mapping, "summary": json.loads(row.summary)} if row else None
