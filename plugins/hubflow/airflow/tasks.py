@@ -23,7 +23,6 @@ from hubflow.k8s import pods
 
 log = logging.getLogger("hubflow")
 ENDED_KEY = "ended"  # XCom of a task that ended the run before any pod ran: {"outcome", "detail"}
-PARAMS = ("revision", "force_reason")
 LEDGER_OUTCOME = {"unpromoted": "success"}  # verified, not promoted: still what the prod gate must see
 STATUS = {"success": "success", "unpromoted": "success", "failed": "failure", "stopped": "failure",
           "platform": "error", "refused": "error", "unknown": "error"}
@@ -53,6 +52,16 @@ def force_reason(context: dict) -> str | None:
     return context["params"].get("force_reason") or None
 
 
+def unknown_params(context: dict) -> str | None:
+    """What is wrong with the run's conf when it holds keys that match no param (Airflow accepts them silently, so
+    a typo such as `revison` would otherwise deploy the branch head), else None. Every DAG's first task asks."""
+    unknown = sorted(set(context["dag_run"].conf or {}) - set(context["params"]))
+    if not unknown:
+        return None
+    return (f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes "
+            f"{', '.join(sorted(context['params'])) or 'none'}")
+
+
 def end(settings: Settings, env: Environment, outcome: str, reason: str, context: dict, revision: str | None = None,
         attempt: int | None = None) -> None:
     """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
@@ -78,10 +87,9 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
 def resolve(settings: Settings, env: Environment, context: dict) -> dict:
     from hubflow.clients.ledger import LedgerError
 
-    unknown = sorted(set(context["dag_run"].conf or {}) - set(PARAMS))
+    unknown = unknown_params(context)
     if unknown:
-        end(settings, env, "refused", f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes "
-                                      f"{', '.join(PARAMS)}", context)
+        end(settings, env, "refused", unknown, context)
     requested = context["params"].get("revision") or None
     try:
         repo = mirror(settings)
