@@ -554,7 +554,7 @@ class GitHubEmulator:
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for f in self._faults:
-                if f.method == method and fnmatch.fnmatchcase(path, f.path) and f.times > 0:
+                if f.method in (method, "*") and fnmatch.fnmatchcase(path, f.path) and f.times > 0:
                     f.times -= 1
                     return f
         return None
@@ -621,7 +621,11 @@ class GitHubEmulator:
 
     def _handle_git(self, method: str, rest: str, query: str, body: bytes,
                     headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """git's smart HTTP through the real `git http-backend` (CGI), after checking the basic-auth token."""
+        """git's smart HTTP through the real `git http-backend` (CGI), after checking the basic-auth token.
+        Scripted faults apply here too, on paths like /<owner>/<name>.git/info/refs."""
+        fault = self._take_fault(method, f"/{self.repository}.git{rest}")
+        if fault:
+            return fault.status, {"Content-Type": "text/plain"}, f"{fault.message}\n".encode()
         env = dict(os.environ, GIT_PROJECT_ROOT=str(self.bare.parent), GIT_HTTP_EXPORT_ALL="1",
                    PATH_INFO=f"/{self.bare.name}{rest}", QUERY_STRING=query, REQUEST_METHOD=method,
                    CONTENT_TYPE=headers.get("content-type", ""), CONTENT_LENGTH=str(len(body)),
