@@ -224,6 +224,13 @@ class Promotion(_Model):
     mode: Literal["pull_request", "merge"] = "pull_request"
     reviewers: list[str] = []
     labels: list[str] = ["hubflow", "promotion"]
+    soak_minutes: int = Field(0, ge=0, description="how long a revision must have been verified and still live on "
+                              "the source environment before hubflow_promote moves it on")
+    approval: Literal["none", "required"] = Field("none", description="required: hubflow_promote merges only after "
+                                                  "a person approves in Airflow (Required Actions)")
+    approvers: list[str] = Field([], description="Airflow user ids who may answer the approval (empty: any user "
+                                 "allowed to act on the DAG)")
+    approval_timeout_minutes: int = Field(240, gt=0, description="no answer by then counts as Reject")
 
 
 class Revert(_Model):
