@@ -407,6 +407,14 @@ class GitHub:
                 raise
         return self.call(f"merge #{number}", attempt)
 
+    def unmergeable(self, number: int) -> str | None:
+        """Why GitHub would not merge PR `number` now, or None when it would (a read: nothing is merged)."""
+        try:
+            self.call(f"read whether #{number} is mergeable", lambda: self._mergeable_pull(number))
+        except NotMergeable as exc:
+            return str(exc)
+        return None
+
     def _mergeable_pull(self, number: int) -> PullRequest:
         """The PR once GitHub has computed whether it is mergeable (it answers null while it computes)."""
         for attempt in range(1, self.attempts + 1):

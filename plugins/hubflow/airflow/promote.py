@@ -1,0 +1,240 @@
+"""The promote DAG (`hubflow_promote`): move a verified revision from the first environment to the next one, by
+hand from a form. The gates and the outcome are decided in hubflow.core.promotion; the task bodies here gather
+what they need, perform the effects and leave a readable log. Building the DAG reads the settings only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.task.trigger_rule import TriggerRule
+
+from hubflow.airflow import hooks, tasks
+from hubflow.clients.github import NotMergeable
+from hubflow.core import promotion
+from hubflow.core.config import Settings, load_settings
+from hubflow.core.lifecycle import Refused
+from hubflow.core.messages import outcome_message
+
+log = logging.getLogger("hubflow")
+DAG_ID = "hubflow_promote"
+ENDED_KEY = tasks.ENDED_KEY  # XCom of a task that refused: {"outcome", "detail"}
+
+DOC = """
+### Promote {source} to {target}
+By hand only. **check**: the form, then the gates (verified on {source}, not held, {target} not frozen, newer than
+what {target} runs, soak time {soak} min) — the first that fails refuses, before anything changes.
+**open**: the one promotion PR `{source} -> {target}` with the evidence (in merge mode: GitHub must say it is
+mergeable). {approval}**merge** (merge mode): merges the PR at exactly the checked revision; {target}'s deploy then
+runs from its branch watcher. **record**: the ledger (who, what, when, why, the gates), Slack, a PR comment and one
+closing line, all saying the same thing.
+"""
+
+
+def _end(context: dict, outcome: str, detail: str) -> None:
+    context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": detail})
+    raise AirflowFailException(f"{outcome}: {detail}")
+
+
+def run_check(settings: Settings, context: dict) -> dict:
+    """The form, the revision, the ledger entry, the gates. Refusals go to `record`, which books them."""
+    params = context["params"]
+    unknown = tasks.unknown_params(context)
+    if unknown:
+        _end(context, "refused", unknown)
+    try:
+        promotion.check_params(params["mode"], params.get("reason"))
+        source, target = promotion.environments(settings)
+        book = hooks.ledger(settings)
+        repo = tasks.mirror(settings)
+        wanted = params.get("revision") or promotion.default_revision(book, source)
+        (revision,) = repo.resolve(wanted)
+        (head,) = repo.resolve(settings.environment(source).branch)
+        if not repo.is_ancestor(revision, head):
+            raise Refused(f"revision {revision[:12]} is not on branch {settings.environment(source).branch!r}")
+    except Refused as exc:
+        _end(context, "refused", str(exc))
+    subject = repo.git("log", "-1", "--format=%s", revision).strip()
+    log.info("revision %s %r%s", revision, subject, "" if params.get("revision") else
+             f" (the newest revision verified on {source}: the form was left empty)")
+    c = promotion.Candidate(source, target, revision, repo.tree_id(revision), subject)
+    c.evidence = {"promotion run": tasks.run_url(context)}
+    pid = book.start_promotion(source, target, revision, c.tree, params["mode"], params.get("reason"),
+                               tasks.who(context), context["dag_run"].run_id)
+    try:
+        promotion.gates(settings, c, repo, book, hooks.freeze_switch(target), dt.datetime.now(dt.timezone.utc))
+    except promotion.GateRefused as exc:
+        for g in exc.gates:
+            log.info("gate %s: %s", "passed" if g["ok"] else "REFUSED", g["detail"])
+        book.finish_promotion(pid, "running", "", gates=exc.gates)
+        _end(context, "refused", str(exc))
+    for g in c.gates:
+        log.info("gate passed: %s", g["detail"])
+    verification = next((a for a in book.attempts(source, 200)
+                         if a.revision == c.verified and a.outcome == "success"), None)
+    if verification and verification.record.get("links", {}).get("run"):
+        c.evidence = {f"verification on {source}": verification.record["links"]["run"], **c.evidence}
+    book.finish_promotion(pid, "running", "", gates=c.gates)
+    return {"id": pid, **c.to_dict()}
+
+
+def open_pull(settings: Settings, c: dict, context: dict) -> dict:
+    """The one promotion PR, opened or updated with the evidence; in merge mode, the merge gate."""
+    gh = hooks.github(settings)
+    pull = gh.ensure_promotion(c["source"], c["revision"], c["evidence"])
+    if pull is None:
+        _end(context, "refused", f"{c['target']} already has everything {c['source']} has: no promotion PR")
+    pull = pull.to_dict()
+    log.info("promotion PR #%d: %s", pull["number"], pull["url"])
+    if context["params"]["mode"] == "merge":
+        try:
+            detail = promotion.mergeable(c["revision"], gh.branch_head(c["source"]), pull,
+                                         gh.unmergeable(pull["number"]))
+        except Refused as exc:
+            _end(context, "refused", str(exc))
+        log.info("gate passed: %s", detail)
+    hooks.ledger(settings).finish_promotion(c["id"], "running", "", pull=pull)
+    return pull
+
+
+class PromotionApproval(ApprovalOperator):
+    """The approval of a merge. Its subject and body hold commit subjects and reasons people wrote, so they are
+    never Jinja templates: they are built at run time from the check's XCom."""
+
+    template_fields = ()
+
+    def __init__(self, *, settings: Settings, **kwargs):
+        p = settings.promotion
+        super().__init__(subject="Promotion", body=None, defaults=["Reject"],
+                         assigned_users=[{"id": user, "name": user} for user in p.approvers] or None,
+                         response_timeout=timedelta(minutes=p.approval_timeout_minutes), **kwargs)
+        self.settings = settings
+
+    def execute(self, context):
+        if context["params"]["mode"] != "merge":
+            raise AirflowSkipException("pull_request mode: the PR waits for a person on GitHub, nothing to approve")
+        ti = context["ti"]
+        c, pull = ti.xcom_pull(task_ids="check"), ti.xcom_pull(task_ids="open")
+        self.subject, self.body = promotion.approval_text(c, "merge", context["params"].get("reason"),
+                                                          tasks.who(context), pull, tasks.run_url(context))
+        link = f"{tasks.run_url(context)}/tasks/{self.task_id}/required_actions"
+        gh = hooks.github(self.settings)
+        gh.comment(pull["number"], f"hubflow-approval-{c['id']}",
+                   f"hubflow: merging `{c['revision'][:12]}` into {c['target']} waits for an approval in Airflow: "
+                   f"[Required Actions]({link})")
+        hooks.notify(self.settings, outcome_message(c["target"], c["revision"], "awaiting approval",
+                                                    self.subject, {"approve or reject": link, "PR": pull["url"]}))
+        log.info("waiting for an approval: %s", link)
+        return super().execute(context)
+
+
+def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
+    if context["params"]["mode"] != "merge":
+        raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
+    try:
+        sha = hooks.github(settings).merge(pull["number"], expected_head=c["revision"])
+    except NotMergeable as exc:
+        _end(context, "refused", f"mergeable: {exc}")
+    log.info("merged PR #%d as %s", pull["number"], sha)
+    return sha
+
+
+def run_record(settings: Settings, approval: bool, context: dict) -> str:
+    """Book how the promotion ended (ledger, Slack, PR comment) and end the log with the same line."""
+    ti = context["ti"]
+    pull_ids = ["check", "open", "merge"]
+    ended = next((e for t in pull_ids if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)
+    c, pull, merged = (ti.xcom_pull(task_ids=t) for t in pull_ids)
+    answer = ti.xcom_pull(task_ids="approve") if approval else None
+    states = tasks.task_states(context, pull_ids + (["approve"] if approval else []))
+    outcome, line = promotion.final(c, context["params"]["mode"], ended, pull, answer, merged, states,
+                                    settings.promotion.approval_timeout_minutes)
+    links = {"run": tasks.run_url(context), **({"PR": pull["url"]} if pull else {})}
+    if c:
+        by = (answer or {}).get("responded_by_user")
+        hooks.ledger(settings).finish_promotion(
+            c["id"], outcome, line, pull=pull, merged=merged, links=links,
+            approval={"answer": answer["chosen_options"], "by": by, "at": str(answer.get("responded_at"))}
+            if answer else None)
+        if pull:
+            hooks.github(settings).comment(pull["number"], f"hubflow-promotion-{c['id']}",
+                                           f"**hubflow: {outcome}**\n\n{line}\n\n[run]({links['run']})")
+    hooks.notify(settings, outcome_message((c or {}).get("target", "promotion"), (c or {}).get("revision", "?"),
+                                           outcome, line, links))
+    if outcome not in ("opened", "merged"):
+        raise AirflowFailException(line)
+    log.info("%s", line)
+    return line
+
+
+def promote_dag(settings: Settings):
+    source = settings.environments[0].name
+    target = getattr(settings.next_environment(source), "name", "(none)")  # check refuses without one
+    approval = settings.promotion.approval == "required"
+
+    @dag(
+        dag_id=DAG_ID,
+        schedule=None,
+        allowed_run_types=["manual"],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["hubflow", "promote"],
+        default_args={"owner": "hubflow", "retries": 0},
+        doc_md=DOC.format(source=source, target=target, soak=settings.promotion.soak_minutes,
+                          approval="**approve** (merge mode): a person approves in Airflow; no answer counts as "
+                                   "Reject. " if approval else ""),
+        params={
+            "revision": Param(None, type=["null", "string"], title="Revision",
+                              description_md=f"A commit on `{settings.environments[0].branch}`. **Empty**: the "
+                              f"newest revision verified on {source}, looked up when the run starts (the form "
+                              "cannot show it: building the form reads nothing); the run's log names it with its "
+                              "subject line."),
+            "mode": Param(settings.promotion.mode, type="string", enum=["pull_request", "merge"], title="Mode",
+                          values_display={"pull_request": "Open or update the promotion PR (a person merges it)",
+                                          "merge": f"Merge the promotion PR now ({target} deploys)"},
+                          description_md="Default from the settings (`promotion.mode`)."),
+            "reason": Param(None, type=["null", "string"], title="Reason",
+                            description_md="Why this promotion, now. **Required to merge**; the ledger keeps it "
+                                           "with who asked."),
+        },
+    )
+    def promote():
+        @task(doc_md="The form, the revision, the gates: the first that fails refuses before anything changes.")
+        def check() -> dict:
+            return run_check(settings, get_current_context())
+
+        @task(task_id="open", retries=2, retry_delay=timedelta(seconds=5),
+              doc_md="Open or update the one promotion PR with the evidence; merge mode: GitHub must say mergeable.")
+        def open_pr(c: dict) -> dict:
+            return open_pull(settings, c, get_current_context())
+
+        @task(retries=2, retry_delay=timedelta(seconds=5),
+              doc_md="Merge the PR at exactly the checked revision (merge mode only).")
+        def merge(c: dict, pull: dict) -> str:
+            return run_merge(settings, c, pull, get_current_context())
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, doc_md="Ledger, Slack, PR comment, and the closing line.")
+        def record() -> str:
+            return run_record(settings, approval, get_current_context())
+
+        c = check()
+        pull = open_pr(c)
+        merged = merge(c, pull)
+        if approval:
+            pull >> PromotionApproval(task_id="approve", settings=settings,
+                                      doc_md="A person approves the merge (Required Actions).") >> merged
+        done = record()
+        [c, pull, merged] >> done
+
+    return promote()
+
+
+def promote_dags(settings: Settings | None = None) -> dict:
+    settings = settings or load_settings()
+    return {DAG_ID: promote_dag(settings)}
