@@ -11,6 +11,8 @@ uses, and plays each pod's life according to a script chosen by the pod's labels
     GET    /api/v1/namespaces/{ns}/pods/{name}/log             logs; follow=True streams until the container ends
     GET    /api/v1/namespaces/{ns}/pods/{name}/exec            websocket (v4.channel.k8s.io): XCom read, sidecar stop
     GET    /api/v1/namespaces/{ns}/events?fieldSelector=...    events of a pod (list, or watch=True)
+    GET    /api/v1/namespaces/{ns}/secrets?labelSelector=...   list (helm's release records), selectors honoured
+    POST   /api/v1/namespaces/{ns}/secrets                     create (JSON); GET .../secrets/{name} reads one
 
 Anything else answers 404 with a Status naming the request. Every request is recorded (`requests`).
 
@@ -262,6 +264,7 @@ class K8sEmulator:
         self.poll = poll
         self.outcomes: list[Outcome] = []
         self.pods: dict[tuple[str, str], _Pod] = {}
+        self.secrets: dict[tuple[str, str], dict] = {}  # (namespace, name) -> Secret as the API returns it
         self.created: list[dict] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
@@ -302,6 +305,7 @@ class K8sEmulator:
         with self.lock:
             self.outcomes.clear()
             self.pods.clear()
+            self.secrets.clear()
             self.created.clear()
             self.requests.clear()
 
@@ -377,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body() if self.command in ("POST", "PATCH", "PUT", "DELETE") else None
         self.emu.requests.append(Request(self.command, url.path, query, body))
         q = {k: v[-1] for k, v in query.items()}
-        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/(pods|events)(?:/([^/]+))?(?:/(log|exec))?", url.path)
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/(pods|events|secrets)(?:/([^/]+))?(?:/(log|exec))?", url.path)
         if not m:
             return self._not_found()
         ns, kind, name, sub = m.groups()
@@ -392,6 +396,9 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "pods", True, "exec"): lambda: self._exec(ns, name, query),
             ("POST", "pods", True, "exec"): lambda: self._exec(ns, name, query),
             ("GET", "events", False, None): lambda: self._events(ns, q),
+            ("GET", "secrets", False, None): lambda: self._list_secrets(ns, q),
+            ("POST", "secrets", False, None): lambda: self._create_secret(ns, body),
+            ("GET", "secrets", True, None): lambda: self._read_secret(ns, name),
         }
         handler = handlers.get(route)
         if handler is None:
@@ -561,3 +568,47 @@ class _Handler(BaseHTTPRequestHandler):
             return bytes(c ^ mask[i % 4] for i, c in enumerate(data))
         except (ValueError, OSError):
             return b""
+
+    # ------------------------------------------------------------ secrets (helm's release records, JSON)
+
+    def _list_secrets(self, ns: str, q: dict) -> None:
+        sel = q.get("labelSelector", "")
+        items = [copy.deepcopy(s) for (sns, _), s in list(self.emu.secrets.items())
+                 if sns == ns and label_selector_matches(sel, s["metadata"].get("labels") or {})]
+        self._send(200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                         "items": items})
+
+    def _create_secret(self, ns: str, body: Any) -> None:
+        if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
+            return self._send(422, _status(422, "Invalid", "emulator: a secret needs metadata.name"))
+        name = body["metadata"]["name"]
+        if (ns, name) in self.emu.secrets:
+            return self._send(409, _status(409, "AlreadyExists", f"secrets \"{name}\" already exists"))
+        secret = dict(copy.deepcopy(body), kind="Secret", apiVersion="v1")
+        secret["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now(),
+                                  resourceVersion="1")
+        self.emu.secrets[(ns, name)] = secret
+        self._send(201, secret)
+
+    def _read_secret(self, ns: str, name: str) -> None:
+        secret = self.emu.secrets.get((ns, name))
+        if secret is None:
+            return self._send(404, _status(404, "NotFound", f"secrets \"{name}\" not found"))
+        self._send(200, secret)
+
+
+def helm_release_secret(release: str, namespace: str, version: int, status: str, config: dict,
+                        chart_version: str = "0.1.0", description: str = "", last_deployed: str | None = None) -> dict:
+    """A release record as helm writes it: sh.helm.release.v1.<release>.v<N>, its labels, and `data.release` =
+    base64(gzip(JSON)) inside the Secret's own base64 (`last_deployed`: RFC 3339, default now)."""
+    import gzip
+
+    when = last_deployed or datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    record = {"name": release, "namespace": namespace, "version": version, "config": config,
+              "chart": {"metadata": {"name": "hub", "version": chart_version, "apiVersion": "v2"}},
+              "info": {"status": status, "description": description, "first_deployed": when, "last_deployed": when},
+              "manifest": ""}
+    helm_bytes = base64.b64encode(gzip.compress(json.dumps(record).encode()))
+    return {"metadata": {"name": f"sh.helm.release.v1.{release}.v{version}", "namespace": namespace,
+                         "labels": {"owner": "helm", "name": release, "status": status, "version": str(version)}},
+            "type": "helm.sh/release.v1", "data": {"release": base64.b64encode(helm_bytes).decode()}}

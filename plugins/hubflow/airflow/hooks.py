@@ -121,3 +121,11 @@ def run_url(dag_id: str, run_id: str) -> str:
 
     base = conf.get("api", "base_url", fallback="") or "http://localhost:8080"
     return f"{base.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id, safe='')}"
+
+
+def kubernetes(conn_id: str):
+    """A kubernetes ApiClient from the Airflow Kubernetes connection `conn_id` (kubeconfig, in-cluster, context),
+    built by the provider's hook, as the pod operator reaches the same cluster."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    return KubernetesHook(conn_id=conn_id).api_client
