@@ -24,6 +24,7 @@ from hubflow.core.messages import outcome_message
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_promote"
 ENDED_KEY = tasks.ENDED_KEY  # XCom of a task that refused: {"outcome", "detail"}
+CANDIDATE_KEY = "candidate"  # XCom of a check that refused at a gate: what it checked and the gates' results
 
 DOC = """
 ### Promote {source} to {target}
@@ -37,6 +38,7 @@ closing line, all saying the same thing.
 
 
 def _end(context: dict, outcome: str, detail: str) -> None:
+    """Stop the run here; `record` books the outcome."""
     context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": detail})
     raise AirflowFailException(f"{outcome}: {detail}")
 
@@ -71,7 +73,7 @@ def run_check(settings: Settings, context: dict) -> dict:
     except promotion.GateRefused as exc:
         for g in exc.gates:
             log.info("gate %s: %s", "passed" if g["ok"] else "REFUSED", g["detail"])
-        book.finish_promotion(pid, "running", "", gates=exc.gates)
+        context["ti"].xcom_push(key=CANDIDATE_KEY, value={"id": pid, **c.to_dict()})
         _end(context, "refused", str(exc))
     for g in c.gates:
         log.info("gate passed: %s", g["detail"])
@@ -79,7 +81,6 @@ def run_check(settings: Settings, context: dict) -> dict:
                          if a.revision == c.verified and a.outcome == "success"), None)
     if verification and verification.record.get("links", {}).get("run"):
         c.evidence = {f"verification on {source}": verification.record["links"]["run"], **c.evidence}
-    book.finish_promotion(pid, "running", "", gates=c.gates)
     return {"id": pid, **c.to_dict()}
 
 
@@ -98,7 +99,6 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
         except Refused as exc:
             _end(context, "refused", str(exc))
         log.info("gate passed: %s", detail)
-    hooks.ledger(settings).finish_promotion(c["id"], "running", "", pull=pull)
     return pull
 
 
@@ -150,6 +150,7 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
     pull_ids = ["check", "open", "merge"]
     ended = next((e for t in pull_ids if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)
     c, pull, merged = (ti.xcom_pull(task_ids=t) for t in pull_ids)
+    c = c or ti.xcom_pull(task_ids="check", key=CANDIDATE_KEY)
     answer = ti.xcom_pull(task_ids="approve") if approval else None
     states = tasks.task_states(context, pull_ids + (["approve"] if approval else []))
     outcome, line = promotion.final(c, context["params"]["mode"], ended, pull, answer, merged, states,
@@ -158,7 +159,7 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
     if c:
         by = (answer or {}).get("responded_by_user")
         hooks.ledger(settings).finish_promotion(
-            c["id"], outcome, line, pull=pull, merged=merged, links=links,
+            c["id"], outcome, line, gates=c["gates"], pull=pull, merged=merged, links=links,
             approval={"answer": answer["chosen_options"], "by": by, "at": str(answer.get("responded_at"))}
             if answer else None)
         if pull:
