@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import hooks, tasks
-from hubflow.clients.github import NotMergeable
+from hubflow.clients.github import GitHubError, NotMergeable
 from hubflow.core import promotion
 from hubflow.core.config import Settings, load_settings
 from hubflow.core.lifecycle import Refused
@@ -40,6 +40,7 @@ closing line, all saying the same thing.
 def _end(context: dict, outcome: str, detail: str) -> None:
     """Stop the run here; `record` books the outcome."""
     context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": detail})
+    log.warning("%s: %s", outcome, detail)
     raise AirflowFailException(f"{outcome}: {detail}")
 
 
@@ -102,6 +103,14 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
     return pull
 
 
+def _comment(settings: Settings, number: int, key: str, body: str) -> None:
+    """A PR comment that GitHub cannot take is logged: the ledger and Slack still say the same thing."""
+    try:
+        hooks.github(settings).comment(number, key, body)
+    except GitHubError as exc:
+        log.warning("could not comment on PR #%d: %s", number, exc)
+
+
 class PromotionApproval(ApprovalOperator):
     """The approval of a merge. Its subject and body hold commit subjects and reasons people wrote, so they are
     never Jinja templates: they are built at run time from the check's XCom."""
@@ -123,10 +132,9 @@ class PromotionApproval(ApprovalOperator):
         self.subject, self.body = promotion.approval_text(c, "merge", context["params"].get("reason"),
                                                           tasks.who(context), pull, tasks.run_url(context))
         link = f"{tasks.run_url(context)}/tasks/{self.task_id}/required_actions"
-        gh = hooks.github(self.settings)
-        gh.comment(pull["number"], f"hubflow-approval-{c['id']}",
-                   f"hubflow: merging `{c['revision'][:12]}` into {c['target']} waits for an approval in Airflow: "
-                   f"[Required Actions]({link})")
+        _comment(self.settings, pull["number"], f"hubflow-approval-{c['id']}",
+                 f"hubflow: merging `{c['revision'][:12]}` into {c['target']} waits for an approval in Airflow: "
+                 f"[Required Actions]({link})")
         hooks.notify(self.settings, outcome_message(c["target"], c["revision"], "awaiting approval",
                                                     self.subject, {"approve or reject": link, "PR": pull["url"]}))
         log.info("waiting for an approval: %s", link)
@@ -163,12 +171,13 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
             approval={"answer": answer["chosen_options"], "by": by, "at": str(answer.get("responded_at"))}
             if answer else None)
         if pull:
-            hooks.github(settings).comment(pull["number"], f"hubflow-promotion-{c['id']}",
-                                           f"**hubflow: {outcome}**\n\n{line}\n\n[run]({links['run']})")
+            _comment(settings, pull["number"], f"hubflow-promotion-{c['id']}",
+                     f"**hubflow: {outcome}**\n\n{line}\n\n[run]({links['run']})")
     hooks.notify(settings, outcome_message((c or {}).get("target", "promotion"), (c or {}).get("revision", "?"),
                                            outcome, line, links))
     if outcome not in ("opened", "merged"):
-        raise AirflowFailException(line)
+        log.warning("%s", line)
+        raise AirflowFailException(line)  # the run shows failed, and this line ends its log
     log.info("%s", line)
     return line
 
