@@ -5,7 +5,7 @@ repository over git's smart HTTP at `emulator.clone_url` (through the real `git 
 HTTP basic auth, as on github.com). What it serves: the repository, branches, commits (also the `sha` media type that
 answers with the bare sha), compare, the pulls of a commit, pulls (create, list with state/head/base, get, update,
 merge as a real git merge or squash in the bare repository, requested reviewers, labels), statuses and the combined
-status, issue comments, ETag/304 on every GET (a 304 costs no rate limit) and rate-limit headers.
+status, issue comments, issues (list with state/labels, create, get, edit: title, body, state, labels), ETag/304 on every GET (a 304 costs no rate limit) and rate-limit headers.
 
 Tests script outcomes with `fail`, `rate_limit`, `too_many` and `hang` (the next N requests to a method and path),
 read `requests` (every request, in order), and produce realistic history with `merge_feature` (a PR from a feature
@@ -87,6 +87,7 @@ class GitHubEmulator:
         self.pulls: dict[int, dict] = {}
         self.statuses: dict[str, list[dict]] = {}
         self.comments: dict[int, list[dict]] = {}
+        self.issues: dict[int, dict] = {}  # plain issues (not PRs); they share the PRs' numbers, as on GitHub
         self._faults: list[Fault] = []
         self.mergeable_unknown = 0  # the next N reads of an open PR say mergeable: null (GitHub is still computing)
         self._next_id = 1
@@ -457,9 +458,13 @@ class GitHubEmulator:
             ("POST", r + r"/pulls/(?P<n>\d+)/requested_reviewers", self._request_reviewers),
             ("POST", r + r"/issues/(?P<n>\d+)/labels", self._add_labels),
             ("GET", r + r"/issues/(?P<n>\d+)/comments", lambda q, b, n: [
-                self._comment_json(int(n), c) for c in self.comments.get(int(self._pull(n)["number"]), [])]),
+                self._comment_json(int(n), c) for c in self.comments.get(int(self._issue_or_pull(n)["number"]), [])]),
             ("POST", r + r"/issues/(?P<n>\d+)/comments", self._add_comment),
             ("PATCH", r + r"/issues/comments/(?P<cid>\d+)", self._edit_comment),
+            ("GET", r + r"/issues", self._list_issues),
+            ("POST", r + r"/issues", lambda q, b: self._issue_json(self._create_issue(b or {}))),
+            ("GET", r + r"/issues/(?P<n>\d+)", lambda q, b, n: self._issue_json(self._issue(n))),
+            ("PATCH", r + r"/issues/(?P<n>\d+)", self._update_issue),
         ]
 
     def _rate(self) -> dict:
@@ -534,7 +539,7 @@ class GitHubEmulator:
         return self._pull_json(pr)["labels"]
 
     def _add_comment(self, q: dict, b: dict, n: str) -> dict:
-        number = self._pull(n)["number"]
+        number = self._issue_or_pull(n)["number"]
         now = _iso(self.clock())
         c = {"id": self._new_id(), "body": (b or {}).get("body", ""), "author": BOT, "created_at": now,
              "updated_at": now}
@@ -548,6 +553,64 @@ class GitHubEmulator:
                     c.update(body=(b or {}).get("body", ""), updated_at=_iso(self.clock()))
                     return self._comment_json(number, c)
         raise HttpError(404, "Not Found")
+
+    # ------------------------------------------------------------------ issues
+
+    def _issue_or_pull(self, n: str) -> dict:
+        """A PR or an issue: both take comments."""
+        return self.issues[int(n)] if int(n) in self.issues else self._pull(n)
+
+    def _issue(self, n: str) -> dict:
+        if int(n) not in self.issues:
+            raise HttpError(404, "Not Found")
+        return self.issues[int(n)]
+
+    def _create_issue(self, body: dict) -> dict:
+        if not body.get("title"):
+            raise HttpError(422, "Validation Failed", errors=[{"field": "title", "code": "missing_field"}])
+        n = self._next_id
+        self._next_id += 1
+        now = _iso(self.clock())
+        issue = {"number": n, "state": "open", "state_reason": None, "title": body["title"],
+                 "body": body.get("body") or "", "author": BOT, "labels": list(body.get("labels") or []),
+                 "created_at": now, "updated_at": now, "closed_at": None}
+        self.issues[n] = issue
+        return issue
+
+    def _update_issue(self, q: dict, b: dict, n: str) -> dict:
+        issue = self._issue(n)
+        for key in ("title", "body", "labels", "state_reason"):
+            if key in (b or {}):
+                issue[key] = b[key]
+        if (b or {}).get("state") in ("open", "closed"):
+            issue["state"] = b["state"]
+            issue["closed_at"] = _iso(self.clock()) if b["state"] == "closed" else None
+            issue["state_reason"] = b.get("state_reason") or ("reopened" if b["state"] == "open" else "completed")
+        issue["updated_at"] = _iso(self.clock())
+        return self._issue_json(issue)
+
+    def _list_issues(self, q: dict, b: Any) -> list[dict]:
+        """Issues and PRs, newest first, as GitHub lists them (PRs carry `pull_request`)."""
+        if int(q.get("page", "1")) > 1:
+            return []
+        state, wanted = q.get("state", "open"), [x for x in q.get("labels", "").split(",") if x]
+        threads = [(i, self._issue_json(i)) for i in self.issues.values()]
+        threads += [(p, dict(self._pull_json(p), pull_request={"url": f"{self.url}/repos/{self.repository}/pulls/"
+                                                                      f"{p['number']}"}))
+                    for p in self.pulls.values()]
+        return [j for t, j in sorted(threads, key=lambda x: -x[0]["number"])
+                if (state == "all" or t["state"] == state) and all(w in t["labels"] for w in wanted)]
+
+    def _issue_json(self, issue: dict) -> dict:
+        api, n = f"{self.url}/repos/{self.repository}", issue["number"]
+        return {"id": 5000 + n, "node_id": f"I_{n}", "number": n, "state": issue["state"],
+                "state_reason": issue["state_reason"], "title": issue["title"], "body": issue["body"],
+                "user": self._user(issue["author"]), "locked": False, "assignees": [], "milestone": None,
+                "labels": [{"id": i, "name": name, "color": "ededed", "url": f"{api}/labels/{name}"}
+                           for i, name in enumerate(issue["labels"], 1)],
+                "comments": len(self.comments.get(n, [])), "created_at": issue["created_at"],
+                "updated_at": issue["updated_at"], "closed_at": issue["closed_at"], "url": f"{api}/issues/{n}",
+                "html_url": f"{self.url}/{self.repository}/issues/{n}", "comments_url": f"{api}/issues/{n}/comments"}
 
     # ------------------------------------------------------------------ HTTP
 

@@ -475,6 +475,58 @@ class GitHub:
                       merged_sha)
 
 
+    # ------------------------------------------------------------ issues (one per key, kept up to date)
+
+    def _find_issue(self, marker: str, label: str):
+        """The newest issue (open or closed, not a PR) with `label` whose body holds `marker`."""
+        for issue in self.repo.get_issues(state="all", labels=[label], sort="created", direction="desc"):
+            if issue.pull_request is None and marker in (issue.body or ""):
+                return issue
+        return None
+
+    def ensure_issue(self, key: str, title: str, body: str, labels: list[str]) -> dict[str, Any]:
+        """Open, reopen or update in place the one issue identified by `key` (a hidden marker in its body, found
+        among the issues with labels[0]); returns {number, url, action: opened|reopened|updated|unchanged}."""
+        marker = _marker(key)
+        text = f"{body}\n\n{marker}"
+
+        def ensure() -> dict[str, Any]:
+            issue = self._find_issue(marker, labels[0])
+            if issue is None:
+                issue = self.repo.create_issue(title=title, body=text, labels=labels)
+                return {"number": issue.number, "url": issue.html_url, "action": "opened"}
+            action = "unchanged"
+            if issue.state == "closed":
+                issue.edit(state="open", title=title, body=text)
+                issue.create_comment("The problems are back: reopened by hubflow.")
+                action = "reopened"
+            elif issue.title != title or issue.body != text:
+                issue.edit(title=title, body=text)
+                action = "updated"
+            return {"number": issue.number, "url": issue.html_url, "action": action}
+        return self.call(f"open or update the issue {key}", ensure)
+
+    def close_issue(self, key: str, label: str, comment: str) -> dict[str, Any] | None:
+        """Comment on and close the open issue identified by `key`; None when there is none open."""
+        marker = _marker(key)
+
+        def close() -> dict[str, Any] | None:
+            issue = self._find_issue(marker, label)
+            if issue is None or issue.state != "open":
+                return None
+            issue.create_comment(comment)
+            issue.edit(state="closed", state_reason="completed")
+            return {"number": issue.number, "url": issue.html_url, "action": "closed"}
+        return self.call(f"close the issue {key}", close)
+
+
+def _marker(key: str) -> str:
+    """The hidden marker that finds a comment or an issue again (a retry then never posts a second one)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
+        raise GitHubError(f"key {key!r} may hold only letters, digits and _ . : / -")
+    return f"<!-- hubflow:{key} -->"
+
+
 # ---------------------------------------------------------------- texts
 
 

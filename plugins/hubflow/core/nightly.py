@@ -278,13 +278,24 @@ def overlapping(attempts: list[dict], since: dt.datetime) -> dict | None:
 
 
 def summarize(env: str, head: str, rows: list[HubRow], findings: list[Finding], checked_at: dt.datetime,
-              overlapped: dict | None = None) -> dict[str, Any]:
-    """One environment's report (JSON): per-hub rows, environment-wide findings, ok."""
+              overlapped: dict | None = None, partial: bool = False) -> dict[str, Any]:
+    """One environment's report (JSON): per-hub rows, environment-wide findings, ok. `partial`: some hubs or the
+    smoke tests were left out by the run, so it may report problems but not that all is green."""
     ok = all(r.ok for r in rows) and not any(f.problem for f in findings)
     return {"environment": env, "head": head, "ok": ok, "checked_at": checked_at.isoformat(timespec="seconds"),
             "hubs": [r.to_dict() for r in rows], "findings": [asdict(f) for f in findings],
             "problems": sum(not r.ok for r in rows) + sum(f.problem for f in findings),
-            "overlapped": overlapped}
+            "overlapped": overlapped, "partial": partial}
+
+
+def issue_action(summary: dict) -> str:
+    """What the run does to the environment's issue: ensure (problems), close (a complete green run), or leave it
+    (results discarded, or green but partial: what was left out may still be broken)."""
+    if summary.get("overlapped"):
+        return "leave"
+    if not summary["ok"]:
+        return "ensure"
+    return "leave" if summary.get("partial") else "close"
 
 
 def _problems(summary: dict) -> list[tuple[str, dict]]:
@@ -301,7 +312,8 @@ def format_table(summary: dict) -> str:
         found = "; ".join(("" if f["problem"] else "(note) ") + f"{f['check']}: {f['detail']}"
                           for f in h["findings"]) or "-"
         lines.append(f"  {h['hub']:<20} {h['smoke']:<8} {h['release']:<22} {(h['revision'] or '-')[:12]:<13} {found}")
-    lines += [f"  {'(environment)':<20} {f['check']}: {f['detail']}" for f in summary["findings"]]
+    lines += [f"  {'(environment)':<20} {'' if f['problem'] else '(note) '}{f['check']}: {f['detail']}"
+              for f in summary["findings"]]
     if summary.get("overlapped"):
         lines.append(f"  DISCARDED: {discarded_reason(summary)}")
     return "\n".join(lines)
@@ -320,6 +332,8 @@ def slack_text(summary: dict, run_url: str, issue_url: str | None) -> str:
         body = [slack_escape(discarded_reason(summary))]
     elif summary["ok"]:
         head, body = f":white_check_mark: hubflow nightly {env}: all {len(summary['hubs'])} hub(s) ok", []
+        if summary.get("partial"):
+            head += " (a partial run: some hubs or the smoke tests were left out)"
     else:
         head = f":x: hubflow nightly {env}: {summary['problems']} problem(s)"
         body = [f"- {slack_escape(hub)}: {f['check']}: {slack_escape(f['detail'])}"
