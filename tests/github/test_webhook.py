@@ -1,4 +1,5 @@
-"""The webhook relay: signed GitHub deliveries -> deploy DAG runs through Airflow's REST API, once per revision.
+"""The standalone webhook relay: signed GitHub deliveries -> DAG runs through Airflow's REST API, once per revision
+(the same parser serves the plugin's route; tests/browser/test_plugin_routes.py runs that one in a real api-server).
 
 Airflow's API is played by a small recorder here (the two endpoints the relay uses, with Airflow 3's shapes:
 POST /auth/token, POST /api/v2/dags/{dag_id}/dagRuns answering 409 for an existing run id).
@@ -21,7 +22,7 @@ import pytest
 import requests
 
 from hubflow.core.errors import HubflowError
-from hubflow.airflow.webhook import Relay, make_server
+from hubflow.airflow.webhook import Relay, RestTrigger, make_server
 
 SECRET = "webhook-secret-0123456789"
 PASSWORD = "airflow-password-9876"
@@ -33,6 +34,7 @@ class FakeAirflowApi:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict, dict]] = []
         self.runs: dict[str, dict] = {}
+        self.dags = {"hubflow_deploy_staging", "hubflow_deploy_prod"}
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,7 +62,7 @@ class FakeAirflowApi:
         if auth != f"Bearer {JWT}":
             return 401, {"detail": "Not authenticated"}
         dag_id = path.split("/")[4]
-        if dag_id not in ("hubflow_deploy_staging", "hubflow_deploy_prod"):
+        if dag_id not in self.dags:
             return 404, {"detail": f"The Dag with dag_id: `{dag_id}` was not found"}
         if body["dag_run_id"] in self.runs:
             return 409, {"detail": "Unique constraint violation"}
@@ -78,7 +80,7 @@ def airflow():
 
 @pytest.fixture
 def relay_url(example_settings, airflow):
-    relay = Relay(example_settings, SECRET, airflow.url, username="relay", password=PASSWORD)
+    relay = Relay(example_settings, SECRET, RestTrigger(airflow.url, username="relay", password=PASSWORD))
     server = make_server(relay, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -131,13 +133,42 @@ def test_a_bad_signature_is_refused_and_triggers_nothing(relay_url, airflow):
     ("push", push("feature/$(touch PWNED)"), "not an environment branch"),
     ("push", {**push("staging"), "deleted": True, "after": "0" * 40}, "nothing merged"),
     ("push", {"ref": "refs/tags/v1", "after": SHA}, "nothing merged"),
-    ("pull_request", {"action": "opened", "pull_request": {"merged": False, "base": {"ref": "staging"}}},
+    ("pull_request", {"action": "opened", "pull_request": {"number": 3, "head": {"sha": SHA},
+                                                           "base": {"ref": "feature"}}}, "not an environment branch"),
+    ("pull_request", {"action": "closed", "pull_request": {"merged": False, "base": {"ref": "staging"}}},
      "nothing merged"),
     ("issues", {"action": "opened"}, "nothing merged"),
 ])
 def test_events_that_merge_nothing_into_an_environment_are_ignored(relay_url, airflow, event, payload, reason):
     answer = deliver(relay_url, event, payload)
     assert answer.status_code == 202 and reason in answer.json()["ignored"]
+    assert airflow.requests == []
+
+
+def opened(number=12, head=SHA, base="staging", action="opened") -> dict:
+    return {"action": action, "pull_request": {"number": number, "head": {"sha": head}, "base": {"ref": base}}}
+
+
+def test_a_pull_request_against_an_environment_asks_for_its_preview_when_that_dag_exists(relay_url, airflow):
+    absent = deliver(relay_url, "pull_request", opened())
+    assert absent.status_code == 202 and "no DAG hubflow_pr_preview" in absent.json()["ignored"]
+    airflow.dags.add("hubflow_pr_preview")
+    assert deliver(relay_url, "pull_request", opened()).json()["triggered"] == f"hubflow_webhook__pr12__{SHA}"
+    assert deliver(relay_url, "pull_request", opened(action="reopened")).json()["already_triggered"]
+    newer = deliver(relay_url, "pull_request", opened(head="c" * 40, action="synchronize")).json()
+    assert newer["triggered"] == f"hubflow_webhook__pr12__{'c' * 40}"
+    assert airflow.runs[newer["triggered"]]["conf"] == {"pull": 12}
+    assert deliver(relay_url, "pull_request", opened(number="12")).status_code == 400
+
+
+def test_headers_that_are_missing_or_malformed_are_named(relay_url, airflow):
+    body = b"{}"
+    no_event = requests.post(f"{relay_url}/github", data=body, timeout=5, headers={
+        "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    assert no_event.status_code == 400 and "X-GitHub-Event" in no_event.json()["error"]
+    sha1 = requests.post(f"{relay_url}/github", data=body, timeout=5,
+                         headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha1=abc"})
+    assert sha1.status_code == 400 and "sha256=<64 hex digits>" in sha1.json()["error"]
     assert airflow.requests == []
 
 
@@ -153,7 +184,7 @@ def test_ping_bad_json_and_bad_sha(relay_url, airflow):
 
 
 def test_airflow_refusing_the_relay_is_a_502_that_says_why(example_settings, airflow):
-    relay = Relay(example_settings, SECRET, airflow.url, username="relay", password="wrong")
+    relay = Relay(example_settings, SECRET, RestTrigger(airflow.url, username="relay", password="wrong"))
     body = json.dumps(push("staging")).encode()
     status, answer = relay.handle("push", "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
                                   body)
@@ -162,9 +193,9 @@ def test_airflow_refusing_the_relay_is_a_502_that_says_why(example_settings, air
 
 def test_the_relay_refuses_to_start_without_secret_or_credentials(example_settings):
     with pytest.raises(HubflowError, match="HUBFLOW_WEBHOOK_SECRET"):
-        Relay(example_settings, "", "http://127.0.0.1:8080", token="t")
+        Relay(example_settings, "", RestTrigger("http://127.0.0.1:8080", token="t"))
     with pytest.raises(HubflowError, match="AIRFLOW_API_TOKEN"):
-        Relay(example_settings, SECRET, "http://127.0.0.1:8080")
+        RestTrigger("http://127.0.0.1:8080")
 
 
 def test_hubflow_webhook_command_serves_the_relay(airflow, tmp_path):

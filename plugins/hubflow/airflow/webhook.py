@@ -1,22 +1,26 @@
-"""The instant path: a GitHub webhook relay that triggers the deploy DAG through Airflow's REST API.
+"""The instant path: GitHub webhook deliveries turned into DAG runs, checked and parsed in one place.
 
-GitHub -> POST /github (a `push` or a merged `pull_request` event, signed with X-Hub-Signature-256) -> the relay
-checks the signature, maps the branch to its environment and triggers `hubflow_deploy_<env>` with the run conf
-{"revision": sha} and the run id `hubflow_webhook__<env>__<sha>`. One merge sends both events and GitHub may
-redeliver; the run id is the same for all of them, so Airflow answers 409 to every one after the first and there
-is one run. The polling trigger (hubflow.airflow.triggers) stays on as the safety net: both paths end in the deploy DAG,
-which re-reads the branch head and diffs from the last deployed revision, so a run for a revision already
-deployed skips cleanly.
+GitHub -> a signed delivery (X-Hub-Signature-256) -> `Relay.handle` checks the headers and the signature, then:
+- a `push` to an environment branch, or a merged `pull_request` into one, triggers `hubflow_deploy_<env>` with the
+  run conf {"revision": sha} and the run id `hubflow_webhook__<env>__<sha>`. One merge sends both events and GitHub
+  may redeliver; the run id is the same for all of them, so there is one run (the others answer "already_triggered");
+- a `pull_request` opened, synchronized or reopened against an environment branch triggers `hubflow_pr_preview`
+  with {"pull": number} (run id `hubflow_webhook__pr<number>__<head sha>`), when that DAG exists.
+The polling trigger (hubflow.airflow.triggers) stays on as the safety net: the deploy DAG re-reads the branch head
+and diffs from the last deployed revision, so a run for a revision already deployed skips cleanly.
 
-A small standalone server (stdlib only, no Airflow needed), run next to Airflow's api-server:
+Two ways to run it, one parser:
+- inside Airflow's api-server, as POST /hubflow/webhook/github of the hubflow UI plugin (hubflow.airflow.plugin),
+  which creates the runs in-process; the secret is HUBFLOW_WEBHOOK_SECRET in the api-server's environment;
+- standalone, for setups without the plugin (stdlib server, triggers through Airflow's REST API):
 
     HUBFLOW_WEBHOOK_SECRET=... AIRFLOW_API_URL=http://airflow-api:8080 AIRFLOW_API_TOKEN=... \\
         hubflow webhook --listen 0.0.0.0:8090 [--config include/hubflow.yaml]
 
-Instead of AIRFLOW_API_TOKEN, AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD make the relay fetch a JWT from
-POST /auth/token (and renew it on a 401). On GitHub: repository Settings -> Webhooks -> payload URL
-https://<relay>/github, content type application/json, the same secret, events "Pushes" and "Pull requests".
-Secrets come from the environment only (never arguments) and never reach a log line.
+  Instead of AIRFLOW_API_TOKEN, AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD make the relay fetch a JWT from
+  POST /auth/token (and renew it on a 401); deliveries go to https://<relay>/github.
+On GitHub: repository Settings -> Webhooks -> the payload URL, content type application/json, the same secret,
+events "Pushes" and "Pull requests". Secrets come from the environment only (never arguments) and never reach a log.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -38,10 +43,29 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 ZERO = "0" * 40
+SHA = re.compile(r"[0-9a-f]{40}")
+PREVIEW_DAG = "hubflow_pr_preview"
+PREVIEW_ACTIONS = ("opened", "synchronize", "reopened")
+SECRET_ENV = "HUBFLOW_WEBHOOK_SECRET"
 
 
 def deploy_dag_id(env: str) -> str:
     return f"hubflow_deploy_{env}"
+
+
+class NoSuchDag(HubflowError):
+    """Airflow has no DAG of that id (the PR preview DAG is optional)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    dag_id: str
+    run_id: str
+    conf: dict[str, Any]
+    optional: bool = False  # a DAG that may not be installed: its absence is an ignored event, not an error
+
+
+Trigger = Callable[[Run], dict[str, str]]  # creates the run; {"triggered"|"already_triggered": run_id, "dag_id"}
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -50,67 +74,117 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     return bool(header) and hmac.compare_digest(expected, header)
 
 
-class Relay:
-    """Turns signed GitHub events into deploy DAG runs."""
+def header_problem(event: str | None, signature: str | None) -> tuple[int, str] | None:
+    """(status, what is wrong) with a delivery's headers, or None. Unsigned is unauthenticated (401); a missing
+    event or a signature of the wrong form is a bad request (400)."""
+    if not signature:
+        return 401, "the X-Hub-Signature-256 header is missing: give the webhook a secret"
+    if not event:
+        return 400, "the X-GitHub-Event header is missing"
+    if not re.fullmatch(r"sha256=[0-9a-f]{64}", signature):
+        return 400, "the X-Hub-Signature-256 header is not sha256=<64 hex digits>"
+    return None
 
-    def __init__(self, settings: Settings, secret: str, api_url: str, token: str | None = None,
-                 username: str | None = None, password: str | None = None, timeout: float = 10.0):
+
+class Relay:
+    """Turns signed GitHub events into DAG runs through `trigger`."""
+
+    def __init__(self, settings: Settings, secret: str, trigger: Trigger):
         if not secret:
-            raise HubflowError("the webhook secret is empty: set HUBFLOW_WEBHOOK_SECRET to the secret GitHub "
-                               "signs with")
-        if not token and not (username and password):
-            raise HubflowError("no Airflow credentials: set AIRFLOW_API_TOKEN, or AIRFLOW_API_USERNAME and "
-                               "AIRFLOW_API_PASSWORD")
+            raise HubflowError(f"the webhook secret is empty: set {SECRET_ENV} to the secret GitHub signs with")
         self.branches = {env.branch: env.name for env in settings.environments}
-        self.secret, self.api_url = secret, api_url.rstrip("/")
-        self.token, self.username, self.password, self.timeout = token, username, password, timeout
-        self.session = requests.Session()
+        self.secret, self.trigger = secret, trigger
 
     @classmethod
     def from_environment(cls, settings: Settings) -> "Relay":
-        env = os.environ
-        return cls(settings, env.get("HUBFLOW_WEBHOOK_SECRET", ""), env.get("AIRFLOW_API_URL", "http://127.0.0.1:8080"),
-                   env.get("AIRFLOW_API_TOKEN"), env.get("AIRFLOW_API_USERNAME"), env.get("AIRFLOW_API_PASSWORD"))
+        """The standalone relay: secret and Airflow REST credentials from the environment."""
+        return cls(settings, os.environ.get(SECRET_ENV, ""), RestTrigger.from_environment())
 
-    def handle(self, event: str, signature: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    def handle(self, event: str | None, signature: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
         """(HTTP status, answer) for one delivery."""
+        problem = header_problem(event, signature)
+        if problem:
+            return problem[0], {"error": problem[1]}
+        if len(body) > MAX_BODY:
+            return 413, {"error": f"the body is larger than {MAX_BODY} bytes"}
         if not signature_ok(self.secret, body, signature):
             return 401, {"error": "X-Hub-Signature-256 does not match the body and the shared secret"}
         try:
             payload = json.loads(body)
         except ValueError:
             return 400, {"error": "the body is not JSON (set the webhook's content type to application/json)"}
+        if not isinstance(payload, dict):
+            return 400, {"error": "the body is not a JSON object"}
         if event == "ping":
             return 200, {"ok": "pong"}
+        run = self.run_for(event, payload)
+        if not isinstance(run, Run):
+            return run
+        try:
+            return 200, self.trigger(run)
+        except NoSuchDag as exc:
+            if run.optional:
+                return 202, {"ignored": f"{event} event: no DAG {run.dag_id} in this Airflow"}
+            return 502, {"error": str(exc)}
+        except HubflowError as exc:
+            return 502, {"error": str(exc)}
+
+    def run_for(self, event: str, payload: dict) -> Run | tuple[int, dict[str, str]]:
+        """The run an event asks for, or the (status, answer) that says why there is none."""
+        pr = payload.get("pull_request") if event == "pull_request" else None
+        if isinstance(pr, dict) and payload.get("action") in PREVIEW_ACTIONS:
+            branch, number, head = _ref(pr, "base"), pr.get("number"), (pr.get("head") or {}).get("sha")
+            if branch not in self.branches:
+                return 202, {"ignored": f"pull request against {branch!r}, not an environment branch"}
+            if not isinstance(number, int) or isinstance(number, bool) or not SHA.fullmatch(str(head or "")):
+                return 400, {"error": f"pull_request event for {branch!r} carries no number or head sha"}
+            return Run(PREVIEW_DAG, f"hubflow_webhook__pr{number}__{head}", {"pull": number}, optional=True)
         branch, revision = _target(event, payload)
         if branch is None:
             return 202, {"ignored": f"{event} event: nothing merged into a branch"}
         env = self.branches.get(branch)
         if env is None:
             return 202, {"ignored": f"branch {branch!r} is not an environment branch"}
-        if not re.fullmatch(r"[0-9a-f]{40}", revision or ""):
+        if not SHA.fullmatch(str(revision or "")):
             return 400, {"error": f"{event} event for {branch!r} carries no commit sha"}
-        try:
-            return 200, self.trigger(env, revision)
-        except HubflowError as exc:
-            return 502, {"error": str(exc)}
+        return Run(deploy_dag_id(env), f"hubflow_webhook__{env}__{revision}", {"revision": revision})
 
-    def trigger(self, env: str, revision: str) -> dict[str, str]:
-        """Trigger the deploy DAG of `env` for `revision`; a second trigger of the same revision is a no-op."""
-        dag_id, run_id = deploy_dag_id(env), f"hubflow_webhook__{env}__{revision}"
-        url = f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns"
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": {"revision": revision}}
+
+class RestTrigger:
+    """Creates runs through Airflow's REST API (the standalone relay); a second trigger of a run id is a no-op."""
+
+    def __init__(self, api_url: str, token: str | None = None, username: str | None = None,
+                 password: str | None = None, timeout: float = 10.0):
+        if not token and not (username and password):
+            raise HubflowError("no Airflow credentials: set AIRFLOW_API_TOKEN, or AIRFLOW_API_USERNAME and "
+                               "AIRFLOW_API_PASSWORD")
+        self.api_url = api_url.rstrip("/")
+        self.token, self.username, self.password, self.timeout = token, username, password, timeout
+        self.session = requests.Session()
+
+    @classmethod
+    def from_environment(cls) -> "RestTrigger":
+        env = os.environ
+        return cls(env.get("AIRFLOW_API_URL", "http://127.0.0.1:8080"), env.get("AIRFLOW_API_TOKEN"),
+                   env.get("AIRFLOW_API_USERNAME"), env.get("AIRFLOW_API_PASSWORD"))
+
+    def __call__(self, run: Run) -> dict[str, str]:
+        url = f"{self.api_url}/api/v2/dags/{run.dag_id}/dagRuns"
+        body = {"dag_run_id": run.run_id, "logical_date": None, "conf": run.conf}
         answer = self._post(url, body)
         if answer.status_code == 401 and self.username:
             self.token = None
             answer = self._post(url, body)
         if answer.status_code == 409:
-            log.info("%s: run %s already exists", dag_id, run_id)
-            return {"already_triggered": run_id, "dag_id": dag_id}
+            log.info("%s: run %s already exists", run.dag_id, run.run_id)
+            return {"already_triggered": run.run_id, "dag_id": run.dag_id}
+        if answer.status_code == 404:
+            raise NoSuchDag(f"Airflow has no DAG {run.dag_id}")
         if answer.status_code not in (200, 201):
-            raise HubflowError(f"Airflow answered {answer.status_code} to triggering {dag_id}: {answer.text[:300]}")
-        log.info("%s: triggered run %s for %s", dag_id, run_id, revision)
-        return {"triggered": run_id, "dag_id": dag_id}
+            raise HubflowError(f"Airflow answered {answer.status_code} to triggering {run.dag_id}: "
+                               f"{answer.text[:300]}")
+        log.info("%s: triggered run %s", run.dag_id, run.run_id)
+        return {"triggered": run.run_id, "dag_id": run.dag_id}
 
     def _post(self, url: str, body: dict) -> requests.Response:
         try:
@@ -129,6 +203,10 @@ class Relay:
         return self.token
 
 
+def _ref(pr: dict, side: str) -> str | None:
+    return (pr.get(side) or {}).get("ref")
+
+
 def _target(event: str, payload: dict) -> tuple[str | None, str | None]:
     """(branch, revision) that an event moved, or (None, None)."""
     if event == "push":
@@ -139,7 +217,7 @@ def _target(event: str, payload: dict) -> tuple[str | None, str | None]:
     if event == "pull_request":
         pr = payload.get("pull_request") or {}
         if payload.get("action") == "closed" and pr.get("merged"):
-            return (pr.get("base") or {}).get("ref"), pr.get("merge_commit_sha")
+            return _ref(pr, "base"), pr.get("merge_commit_sha")
     return None, None
 
 
@@ -164,10 +242,13 @@ def make_server(relay: Relay, host: str, port: int) -> ThreadingHTTPServer:
         def do_POST(self) -> None:
             if self.path != "/github":
                 return self._answer(404, {"error": f"no such endpoint {self.path[:100]}: deliveries go to /github"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._answer(400, {"error": "the Content-Length header is not a number"})
             if length > MAX_BODY:
-                return self._answer(413, {"error": "payload too large"})
-            status, body = relay.handle(self.headers.get("X-GitHub-Event", ""),
+                return self._answer(413, {"error": f"the body is larger than {MAX_BODY} bytes"})
+            status, body = relay.handle(self.headers.get("X-GitHub-Event"),
                                         self.headers.get("X-Hub-Signature-256"), self.rfile.read(length))
             log.info("delivery %s (%s): %d %s", self.headers.get("X-GitHub-Delivery", "?"),
                      self.headers.get("X-GitHub-Event", "?"), status, body)
@@ -181,7 +262,7 @@ def cli_main(args: Any) -> int:
     relay = Relay.from_environment(load_settings(args.config))
     host, _, port = args.listen.rpartition(":")
     server = make_server(relay, host or "127.0.0.1", int(port))
-    print(f"hubflow webhook relay: POST http://{args.listen}/github -> {relay.api_url}", flush=True)
+    print(f"hubflow webhook relay: POST http://{args.listen}/github -> {relay.trigger.api_url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
