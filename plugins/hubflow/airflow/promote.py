@@ -47,7 +47,7 @@ def _end(context: dict, outcome: str, detail: str) -> None:
 def run_check(settings: Settings, context: dict) -> dict:
     """The form, the revision, the ledger entry, the gates. Refusals go to `record`, which books them."""
     params = context["params"]
-    unknown = tasks.unknown_params(context)
+    unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared, not merged with conf
     if unknown:
         _end(context, "refused", unknown)
     try:
