@@ -57,7 +57,7 @@ def _attempts(settings: Settings, env: Environment, limit: int = 50) -> list[dic
 
 def start(settings: Settings, context: dict) -> dict:
     """The run's choices, checked before anything runs: which environments and hubs, smoke or not."""
-    unknown = tasks.unknown_params(context)
+    unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared: conf is merged in
     if unknown:
         raise AirflowFailException(unknown)
     params = context["params"]
@@ -240,12 +240,19 @@ def _lag(settings: Settings, env: Environment, repo, head: str, now: dt.datetime
     return nightly.promotion_lag(source, env.name, verified, set(), now)
 
 
-def report(settings: Settings, env: Environment, inv: dict | None, state: dict | None, context: dict) -> dict:
-    """One summary: the log table, the ledger, the GitHub issue (unless discarded), Slack; fails when not ok."""
+def report(settings: Settings, env: Environment, choice: dict | None, inv: dict | None, state: dict | None,
+           context: dict) -> dict:
+    """One summary: the log table, the ledger, the GitHub issue (unless discarded), Slack; fails when not ok, and
+    when the environment could not be checked at all (a run that checked nothing must not look green)."""
     from hubflow.clients.github import GitHubError
 
+    if choice is None:
+        raise AirflowFailException(f"{env.name} was not checked: the run's params were refused (see start)")
+    if env.name not in choice["environments"]:
+        raise AirflowSkipException(f"{env.name} was not asked for")
     if not inv:
-        raise AirflowSkipException(f"{env.name} was not checked")
+        raise AirflowFailException(f"{env.name} was not checked: the branch or its fleet could not be read "
+                                   "(see inventory)")
     ti, url = context["ti"], tasks.run_url(context)
     results = {hub: ti.xcom_pull(task_ids=f"{env.name}.verify", key="result", map_indexes=i)
                for i, hub in enumerate(inv["smoke_hubs"])}
@@ -353,14 +360,14 @@ def nightly_dag(settings: Settings | None = None):
 
                 @task(task_id="report", trigger_rule=TriggerRule.ALL_DONE,
                       doc_md="Log table, ledger, GitHub issue, Slack.")
-                def _report(inv: dict | None, state: dict | None) -> dict:
-                    return report(settings, env, inv, state, get_current_context())
+                def _report(choice: dict | None, inv: dict | None, state: dict | None) -> dict:
+                    return report(settings, env, choice, inv, state, get_current_context())
 
                 inv = _inventory(choice)
                 _wait(choice) >> inv
                 checks = _verify.partial(inv=inv).expand(hub=_smoke_hubs(inv))
                 state = _inspect(inv)
-                [checks, state] >> _report(inv, state)
+                [checks, state] >> _report(choice, inv, state)
 
             environment()
 
