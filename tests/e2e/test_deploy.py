@@ -146,7 +146,8 @@ def test_failing_build_deploys_nothing_and_reverts(sandbox):
     assert run.state == "failed"
     assert states(run)["build[0]"] == "failed" and sandbox.pods("upgrade") == [] and sandbox.pods("rollback") == []
     assert "failed to solve" in sandbox.log
-    assert sandbox.ledger().held(pr["merge_commit_sha"]).startswith("the build of image(s) datascience failed")
+    assert sandbox.ledger().held(pr["merge_commit_sha"]).startswith(
+        "the build failed: image datascience: the image build failed: ERROR: failed to solve")
     assert len(revert_pulls(sandbox)) == 1
     assert statuses(sandbox, pr["merge_commit_sha"]) == [("hubflow/staging", "failure")]
 
@@ -164,9 +165,11 @@ def test_failing_helm_upgrade_rolls_back_the_others(sandbox):
     assert rolled == ["biology", "data8", "rhub"]  # datahub: helm --atomic already put it back
     i = hubs.index("datahub")
     log = sandbox.log
-    assert "UPGRADE FAILED" in log and "helm --atomic returned this release to its previous revision" in log
+    # the deploy task's last line says what helm left (the runner's termination message) and whose fault it is
+    assert "upgrade datahub: helm failed: Error: UPGRADE FAILED: release datahub-staging failed, and has been rolled " \
+           "back (revision fault)" in log
     assert len(revert_pulls(sandbox)) == 1
-    assert sandbox.ledger().held(pr["merge_commit_sha"]).startswith("the helm upgrade of hub(s) datahub failed")
+    assert sandbox.ledger().held(pr["merge_commit_sha"]).startswith("the helm upgrade failed: hub datahub: helm failed")
 
 
 def test_the_revert_failing_to_deploy_stops_the_line(sandbox):

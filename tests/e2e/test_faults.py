@@ -152,29 +152,31 @@ def test_4_a_worker_killed_while_a_helm_pod_runs_is_retried_and_reattaches_to_th
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     sandbox.baseline()
+    # the helm pod outlives the dead worker and the retry delay (10 s), as a real helm upgrade does
     sandbox.k8s.script({"hubflow.io/kind": "upgrade"}, xcom={"previous_revision": 3, "revision": 4,
-                                                             "status": "deployed"}, run_seconds=3)
+                                                             "status": "deployed"}, run_seconds=25)
     revision = one_hub_merge(sandbox)
-    real_await, real_cleanup, died = KubernetesPodOperator.await_pod_completion, KubernetesPodOperator.cleanup, []
+    real_start, real_cleanup, died = KubernetesPodOperator.await_pod_start, KubernetesPodOperator.cleanup, []
 
     def dies(self, *args, **kwargs):
-        if not died:  # the first try's worker dies while the pod runs: nothing after this line runs
+        real_start(self, *args, **kwargs)
+        if not died:  # the first try's worker dies once its pod runs: nothing after this line runs
             died.append(self.pod.metadata.name)
             raise SystemError("worker killed")
-        return real_await(self, *args, **kwargs)
 
     def no_cleanup_by_the_dead(self, *args, **kwargs):
         if len(died) == 1:
             died.append("cleanup skipped")
             return None
         return real_cleanup(self, *args, **kwargs)
-    monkeypatch.setattr(KubernetesPodOperator, "await_pod_completion", dies)
+    monkeypatch.setattr(KubernetesPodOperator, "await_pod_start", dies)
     monkeypatch.setattr(KubernetesPodOperator, "cleanup", no_cleanup_by_the_dead)
     run = sandbox.run("staging")
     assert run.state == "success", states(run)
     assert af.task_instances(run)[("deploy", 0)].try_number == 2
     upgrades = sandbox.pods("upgrade")
     assert len(upgrades) == 1 and upgrades[0]["metadata"]["name"] == died[0]  # re-attached, never a second pod
+    assert "Reusing existing pod" in sandbox.log
     assert status_of(sandbox, revision)["state"] == "success"
 
 
@@ -219,12 +221,15 @@ def test_6_a_platform_fault_on_one_hub_rolls_back_the_hubs_this_run_changed(sand
     assert "put back as they were" in closing_line(sandbox)
 
 
-def test_6_an_unreachable_registry_is_a_platform_fault_before_anything_is_touched(sandbox, monkeypatch):
+def test_6_an_unreachable_registry_is_a_platform_fault_before_anything_is_touched(sandbox):
     sandbox.baseline()
-    monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_REGISTRY", json.dumps({
-        "conn_type": "generic", "host": "127.0.0.1", "port": 9, "schema": "http"}))
     revision = one_hub_merge(sandbox)
-    run = sandbox.run("staging")
+    registry = sandbox.deployment.cluster.registry
+    registry.stop()  # the real registry is down for this run
+    try:
+        run = sandbox.run("staging")
+    finally:
+        registry.start()
     assert states(run)["build_pods"] == "failed" and sandbox.pods("upgrade") == []
     assert_platform_fault(sandbox, run, revision, "registry")
     assert "staging is unchanged" in closing_line(sandbox)
@@ -238,7 +243,7 @@ def test_6_github_down_when_the_run_starts_is_a_platform_fault_that_touches_noth
     assert run.state == "failed" and states(run)["resolve"] == "failed"
     assert sandbox.pods("upgrade") == [] and sandbox.ledger().holds() == [] and revert_pulls(sandbox) == []
     line = closing_line(sandbox)
-    assert "platform" in line and "cannot read the deployment repository" in line and "unchanged" in line
+    assert "PLATFORM FAULT" in line and "cannot read the deployment repository" in line and "unchanged" in line
     assert any("cannot read the deployment repository" in m for m in sandbox.slack)
 
 
@@ -311,6 +316,8 @@ def test_9_a_hub_first_installed_by_a_failing_run_is_uninstalled(sandbox):
     pr = sandbox.github.merge_feature("New hub physics with a missing package", {
         "deployments/physics/hubflow-hub.yaml": "images: [datascience]\n",
         "deployments/physics/config/common.yaml": "jupyterhub: {custom: {hub: physics}}\n",
+        **{f"deployments/physics/{kind}/{env}.yaml": "jupyterhub: {}\n"
+           for kind in ("config", "secrets") for env in ("staging", "prod")},
         "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.5.2\nhubflow-no-such-package==1.0\n"})
     run = sandbox.run("staging")
     assert run.state == "failed"

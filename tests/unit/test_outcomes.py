@@ -12,7 +12,7 @@ TARGET = {"env": "staging", "revision": REV, "base": BASE, "tree": "t", "skip": 
     ("upgrade", PodFacts(exit_code=1, message="release x: upgrade failed; helm rolled it back"), "revision",
      "helm failed: release x"),
     ("upgrade", PodFacts(exit_code=3, message="release x is stuck in pending-upgrade"), "platform", "pending-upgrade"),
-    ("upgrade", PodFacts(exit_code=4), "platform", "chart repository is unreachable"),
+    ("upgrade", PodFacts(exit_code=4), "platform", "chart repository unreachable"),
     ("upgrade", PodFacts(exit_code=5, message="sops could not decrypt a/secrets.yaml"), "platform", "a/secrets.yaml"),
     ("upgrade", PodFacts(unschedulable="0/3 nodes are available: 3 Insufficient cpu."), "platform",
      "never scheduled: 0/3 nodes"),
@@ -64,7 +64,7 @@ def test_only_platform_faults_make_a_platform_outcome_and_keep_the_upgraded_hubs
     states = {"deploy_0": "success", "deploy_1": "failed"}
     out = conclude("staging", TARGET, planned(), states, [{"previous_revision": 3, "revision": 4}, None],
                    [ok("datahub"), None], [], [None, {"blame": "platform", "summary": "never scheduled"}])
-    assert out["outcome"] == "platform" and out["detail"].startswith("platform fault, not the revision's")
+    assert out["outcome"] == "platform" and out["detail"].startswith("platform fault: hub data8: never scheduled")
     assert to_undo(out) == [{"hub": "datahub", "action": "rollback", "to": 3}]
 
 
@@ -144,4 +144,5 @@ def test_nothing_to_do_and_ended_runs():
     state, line = final("staging", {**TARGET, "skip": "x", "owed": 4}, None, None, None, {"catch_up": "success"}, [])
     assert state == "success" and "promotion is made now" in line
     state, line = final("staging", None, None, None, None, {}, [], {"outcome": "platform", "detail": "GitHub down"})
-    assert (state, line) == ("platform", "staging: platform: GitHub down; staging is unchanged")
+    assert (state, line) == ("platform", "staging: PLATFORM FAULT: GitHub down; ? is not held and not reverted; "
+                                         "staging is unchanged")

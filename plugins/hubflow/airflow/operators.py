@@ -61,8 +61,8 @@ class HubflowPodOperator(KubernetesPodOperator):
         fault = pod_fault(kind, facts)
         context["ti"].xcom_push(key=FAULT_KEY, value=fault)
         message = f"{kind} {subject}: {fault['summary']} ({fault['blame']} fault)"
-        if facts.running:
-            raise AirflowException(message) from exc  # retried: the next try re-attaches to the running pod
+        if fault["retry"]:
+            raise AirflowException(message) from exc  # retried: the next try re-attaches to the same pod
         raise AirflowFailException(message) from exc
 
     def _facts(self, exc: Exception, context) -> PodFacts:
@@ -94,7 +94,7 @@ class HubflowPodOperator(KubernetesPodOperator):
             facts.waiting_reason, facts.waiting_message = state.waiting.reason, state.waiting.message
         elif state and state.running and status.phase == "Running":
             facts.running = True
-        if not (facts.running or facts.exit_code is not None):
+        if not (facts.running or facts.exit_code is not None or facts.init_failed):
             self._delete_unstarted(pod)
         return facts
 

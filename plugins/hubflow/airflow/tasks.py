@@ -66,7 +66,6 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
         attempt: int | None = None) -> None:
     """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
     attempt, or a new one), the commit status and `record` say why, and the task fails without retries."""
-    context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": reason})
     if revision:
         book = hooks.ledger(settings)
         if attempt is None:
@@ -78,6 +77,7 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
             hooks.github(settings).set_status(env.name, revision, "error", run_url(context), f"{outcome}: {reason}")
         except GitHubError as exc:
             log.warning("could not set the commit status: %s", exc)
+    context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": reason, "attempt": attempt})
     raise AirflowFailException(f"{outcome}: {reason}")
 
 
@@ -218,10 +218,10 @@ def verify(settings: Settings, env: Environment, target: dict, hub: str, context
 def conclude(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
     """What the pods did (core.lifecycle.conclude); a verified revision is recorded as such at once, before any
     promotion, so the next environment's gate can always see it."""
-    if not planned:  # the run ended before planning (nothing to do, a refusal): `record` says so
-        return None
     ti, dag_run = context["ti"], context["dag_run"]
-    states = task_states(context, ["build", "deploy", "verify"])
+    states = task_states(context, ["build_pods", "build", "deploy", "verify"])
+    if not planned or states.get("build_pods") != "success":  # the run ended before any pod: `record` says so
+        return None
     n, builds = len(planned["hubs"]), _expanded(context, "build")
     deployed = [ti.xcom_pull(task_ids="deploy", map_indexes=i) for i in range(n)]
     verified = [ti.xcom_pull(task_ids="verify", key="result", map_indexes=i) for i in range(n)]
@@ -337,10 +337,14 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
         log.info("%s", line)
         return line
     links = dict((aftermath or {}).get("links") or {}, run=run_url(context))
-    if planned and not ended:
+    if ended:
+        if ended.get("attempt"):  # the task that ended the run set the status; the ledger gets the closing line
+            hooks.ledger(settings).finish(ended["attempt"], state, line)
+    elif planned:
         hooks.ledger(settings).finish(planned["attempt"], LEDGER_OUTCOME.get(state, state), line)
         try:
-            hooks.github(settings).set_status(env.name, target["revision"], STATUS[state], links["run"], line)
+            hooks.github(settings).set_status(env.name, target["revision"], STATUS[state], links["run"],
+                                              f"{state}: {outcome['detail']}" if outcome else line)
         except GitHubError as exc:
             log.warning("could not set the final commit status (%s): %s", STATUS[state], exc)
     hooks.notify(settings, outcome_message(env.name, (target or {}).get("revision", "?"), state, line, links))

@@ -132,12 +132,13 @@ OUTCOMES = ("success", "failed", "platform", "refused", "stopped", "unknown")
 # fault (nothing held or reverted, the next trigger runs again); refused: nothing was touched; stopped: the line
 # stops for a person (a revert failed, a rollback failed); unknown: the run could not conclude.
 
-RUNNER_EXIT = {  # the runner's exit codes (include/runner/hubflow-runner): who is to blame, in words
+RUNNER_EXIT = {  # the runner's exit codes (include/runner/hubflow-runner): who is to blame, in a few words;
+    # its termination message (one line: what happened, what state the release is left in) follows them
     1: ("revision", "helm failed"),
     2: ("platform", "hubflow's runner was called wrongly (a hubflow bug)"),
-    3: ("platform", "the release is stuck in a pending state left by an interrupted helm operation"),
-    4: ("platform", "the cluster or a chart repository is unreachable"),
-    5: ("platform", "a sops-encrypted values file cannot be decrypted: no key is available"),
+    3: ("platform", "stuck release"),
+    4: ("platform", "cluster or chart repository unreachable"),
+    5: ("platform", "no sops key"),
 }
 PLATFORM_BUILD = ("failed to push", "failed to do request", "connection refused", "no such host", "i/o timeout",
                   "unauthorized", "denied:", "tls handshake", "503 service unavailable", "502 bad gateway",
@@ -191,7 +192,10 @@ def pod_fault(kind: str, facts: PodFacts) -> dict:
                                   "check `helm history`: the release may be left pending")
     if facts.running or facts.exit_code is None:
         return _fault("platform", f"the {kind} task ended while its pod had not finished: "
-                                  f"{_first_line(facts.error) or 'no message'}")
+                                  f"{_first_line(facts.error) or 'no message'}", retry=facts.running)
+    if facts.exit_code == 0:
+        return _fault("platform", f"the {kind} pod succeeded but its task failed: "
+                                  f"{_first_line(facts.error) or 'no message'}", retry=True)
     if kind == "build":
         if facts.reason == "OOMKilled" or facts.exit_code == 137:
             return _fault("revision", "the image build ran out of memory or was killed")
@@ -205,8 +209,9 @@ def pod_fault(kind: str, facts: PodFacts) -> dict:
     return _fault(blame, f"{what}: {detail}" if detail and detail != what else what)
 
 
-def _fault(blame: str, summary: str) -> dict:
-    return {"blame": blame, "summary": summary}
+def _fault(blame: str, summary: str, retry: bool = False) -> dict:
+    """`retry`: the pod is running or done, so another try of the task re-attaches to it and reads its result."""
+    return {"blame": blame, "summary": summary, "retry": retry}
 
 
 def _first_line(text: str | None) -> str:
@@ -267,8 +272,7 @@ def conclude(env: str, target: dict, planned: dict, states: dict[str, str], depl
     shown = blamed or problems
     stage = shown[0][1]
     what = {"build": "the build failed", "deploy": "the helm upgrade failed", "verify": "verification failed"}[stage]
-    detail = (f"{what}: " if outcome == "failed" else "platform fault, not the revision's: ") + \
-        "; ".join(p[2] for p in shown)
+    detail = (f"{what}: " if outcome == "failed" else "platform fault: ") + "; ".join(p[2] for p in shown)
     return {"outcome": outcome, "stage": stage, "detail": detail, "releases": releases,
             "verification": verification}
 
@@ -326,14 +330,24 @@ def failure_comment(env: str, revision: str, outcome: dict, note: str, links: di
     return "\n".join(lines) + "\n"
 
 
-def final(env: str, target: dict | None, planned: dict | None, outcome: dict | None, after: dict | None,
+def final(*args, **kwargs) -> tuple[str, str]:
+    """(state, line): the run's final state (one of OUTCOMES) and its closing line, on one line whatever the
+    details hold (git and helm errors span lines)."""
+    state, line = _final(*args, **kwargs)
+    return state, " ".join(line.split())
+
+
+def _final(env: str, target: dict | None, planned: dict | None, outcome: dict | None, after: dict | None,
           states: dict[str, str], undo: list[dict], ended: dict | None = None) -> tuple[str, str]:
-    """(state, line): the run's final state (one of OUTCOMES) and its closing line, which says what happened and
-    what runs in `env` now. `states` are the task states of the run; `undo` what the rollback pods were to undo."""
+    """The run's final state and its closing line, which says what happened and what runs in `env` now. `states`
+    are the task states of the run; `undo` what the rollback pods were to undo."""
     rev = target["revision"][:12] if target else "?"
     base = (target or {}).get("base")
     before = base[:12] if base else "nothing (first deploy)"
     if ended:  # a task before the pods ended the run itself (a refusal, a platform fault): nothing was touched
+        if ended["outcome"] == "platform":
+            return "platform", (f"{env}: PLATFORM FAULT: {ended['detail']}; {rev} is not held and not reverted; "
+                                f"{env} is unchanged")
         return ended["outcome"], f"{env}: {ended['outcome']}: {ended['detail']}; {env} is unchanged"
     if target and target.get("skip"):
         if not target.get("owed"):
