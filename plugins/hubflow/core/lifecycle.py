@@ -330,17 +330,17 @@ def failure_comment(env: str, revision: str, outcome: dict, note: str, links: di
     return "\n".join(lines) + "\n"
 
 
-def final(*args, **kwargs) -> tuple[str, str]:
-    """(state, line): the run's final state (one of OUTCOMES) and its closing line, on one line whatever the
-    details hold (git and helm errors span lines)."""
-    state, line = _final(*args, **kwargs)
+def final(env: str, target: dict | None, planned: dict | None, outcome: dict | None, after: dict | None,
+          states: dict[str, str], undo: list[dict], ended: dict | None = None) -> tuple[str, str]:
+    """(state, line): the run's final state (one of OUTCOMES, or skipped/unpromoted) and its closing line, which
+    says what happened and what runs in `env` now, on one line whatever the details hold (git and helm errors span
+    lines). `states` are the task states of the run; `undo` what the rollback pods were to undo."""
+    state, line = _closing(env, target, planned, outcome, after, states, undo, ended)
     return state, " ".join(line.split())
 
 
-def _final(env: str, target: dict | None, planned: dict | None, outcome: dict | None, after: dict | None,
-          states: dict[str, str], undo: list[dict], ended: dict | None = None) -> tuple[str, str]:
-    """The run's final state and its closing line, which says what happened and what runs in `env` now. `states`
-    are the task states of the run; `undo` what the rollback pods were to undo."""
+def _closing(env: str, target: dict | None, planned: dict | None, outcome: dict | None, after: dict | None,
+             states: dict[str, str], undo: list[dict], ended: dict | None) -> tuple[str, str]:
     rev = target["revision"][:12] if target else "?"
     base = (target or {}).get("base")
     before = base[:12] if base else "nothing (first deploy)"
