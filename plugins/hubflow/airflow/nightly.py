@@ -21,6 +21,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import hooks, tasks
+from hubflow.clients.github import GitHubError
+from hubflow.clients.registry import RegistryError
 from hubflow.core import nightly
 from hubflow.core.config import Environment, Settings, load_settings
 
@@ -133,7 +135,6 @@ def inspect(settings: Settings, env: Environment, inv: dict) -> dict:
     """Releases, images and promotion lag of one environment, as JSON-safe findings (release values stay here)."""
     from hubflow.clients.git import GitError
     from hubflow.clients.helm_releases import HelmReleases, ReleaseError, deployed, hubflow_revision
-    from hubflow.clients.registry import RegistryError
     from hubflow.core.plan import PlanError, make_plan, read_fleet
 
     head, now = inv["head"], dt.datetime.now(dt.timezone.utc)
@@ -199,15 +200,14 @@ def inspect(settings: Settings, env: Environment, inv: dict) -> dict:
             running_images.setdefault(key, ref.name)
         rows[name] = {"release": f"{latest.status} v{latest.version}" if latest else "not installed",
                       "revision": revision, "findings": [f.__dict__ for f in found]}
-    env_findings = _image_findings(settings, env, running_images, RegistryError)
+    env_findings = _image_findings(settings, env, running_images)
     env_findings += _lag(settings, env, repo, head, now)
     for f in env_findings:
         log.info("%s: %s: %s", env.name, f.check, f.detail)
     return {"rows": rows, "findings": [f.__dict__ for f in env_findings]}
 
 
-def _image_findings(settings: Settings, env: Environment, running: dict[tuple[str, str], str],
-                    registry_error: type[Exception]) -> list[nightly.Finding]:
+def _image_findings(settings: Settings, env: Environment, running: dict[tuple[str, str], str]) -> list[nightly.Finding]:
     """Every image the environment runs, in the registry with the digest its last successful deploys recorded."""
     book = hooks.ledger(settings)
     digests = nightly.verified_digests([a.record for a in book.attempts(env.name, 200) if a.outcome == "success"])
@@ -216,7 +216,7 @@ def _image_findings(settings: Settings, env: Environment, running: dict[tuple[st
         images = [{"ref": f"{repository}:{tag}", "digest": registry.digest(repository, tag),
                    "verified": nightly.verified_digest(digests, name, tag)}
                   for (repository, tag), name in running.items()]
-    except registry_error as exc:
+    except RegistryError as exc:
         return [nightly.Finding("platform", f"the registry cannot be read: {exc}")]
     for image in images:
         log.info("image %s: %s (verified %s)", image["ref"], image["digest"] or "MISSING", image["verified"] or "-")
@@ -244,8 +244,6 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
            context: dict) -> dict:
     """One summary: the log table, the ledger, the GitHub issue (unless discarded), Slack; fails when not ok, and
     when the environment could not be checked at all (a run that checked nothing must not look green)."""
-    from hubflow.clients.github import GitHubError
-
     if choice is None:
         raise AirflowFailException(f"{env.name} was not checked: the run's params were refused (see start)")
     if env.name not in choice["environments"]:
