@@ -141,6 +141,10 @@ def browser(server):
 
 
 @pytest.fixture(scope="session")
-def docs() -> Path:
-    DOCS.mkdir(exist_ok=True)
-    return DOCS
+def docs(tmp_path_factory) -> Path:
+    """Where screenshots go: docs/ (the README's pictures) with HUBFLOW_SCREENSHOTS=docs, else a temporary folder,
+    so a test run never rewrites tracked files."""
+    if os.environ.get("HUBFLOW_SCREENSHOTS") == "docs":
+        DOCS.mkdir(exist_ok=True)
+        return DOCS
+    return tmp_path_factory.mktemp("screenshots")
