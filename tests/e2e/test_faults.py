@@ -148,7 +148,7 @@ def test_3_the_verification_is_in_the_ledger_before_the_promotion_is_merged(sand
 # ---------------------------------------------------------------- 4. a worker killed while a pod runs
 
 
-def test_4_a_worker_killed_while_a_helm_pod_runs_is_retried_and_reattaches_to_the_same_pod(sandbox, monkeypatch):
+def test_4_5_a_worker_killed_while_a_helm_pod_runs_is_retried_and_reattaches_to_the_same_pod(sandbox, monkeypatch):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     sandbox.baseline()
@@ -178,6 +178,8 @@ def test_4_a_worker_killed_while_a_helm_pod_runs_is_retried_and_reattaches_to_th
     assert len(upgrades) == 1 and upgrades[0]["metadata"]["name"] == died[0]  # re-attached, never a second pod
     assert "Reusing existing pod" in sandbox.log
     assert status_of(sandbox, revision)["state"] == "success"
+    # 5. the pod's deadline leaves room for `--wait --atomic` at its worst: the upgrade and its rollback
+    assert upgrades[0]["spec"]["activeDeadlineSeconds"] >= 2 * 1800 + 5
 
 
 # ---------------------------------------------------------------- 6. platform faults are not the revision's fault
@@ -357,3 +359,27 @@ def test_11_a_feature_branch_named_revert_is_reverted_like_any_other(sandbox):
     assert revert["merged"]
     assert "never reverts a revert" not in sandbox.log
     assert attempt_of(sandbox).outcome == "failed" and sandbox.ledger().held(pr["merge_commit_sha"])
+
+
+# ---------------------------------------------------------------- security: prod deploys exactly the verified images
+
+
+def test_prod_refuses_an_image_whose_digest_differs_from_the_one_staging_verified(sandbox):
+    from tests.e2e.test_deploy import merge_pull
+
+    sandbox.baseline()
+    one_hub_merge(sandbox)
+    assert sandbox.run("staging").state == "success"
+    verified = sandbox.ledger().last_success("staging")
+    assert verified.record["digests"]["primary"].startswith("sha256:")
+    (promotion,) = promotion_pulls(sandbox)
+    merged = merge_pull(sandbox, promotion["number"])
+    # the tag was pushed again with other content after staging verified it
+    sandbox.ledger().update(verified.id, digests={**verified.record["digests"], "primary": "sha256:" + "0" * 64})
+    sandbox.k8s.reset()
+    sandbox.upgrades_succeed()
+    run = sandbox.run("prod")
+    assert run.state == "failed" and states(run)["build_pods"] == "failed" and sandbox.pods("upgrade") == []
+    attempt = attempt_of(sandbox, "prod")
+    assert attempt.outcome == "refused" and "changed in the registry since it was verified" in attempt.detail
+    assert statuses(sandbox, merged) == [("hubflow/prod", "error")]
