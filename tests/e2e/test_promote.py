@@ -287,6 +287,12 @@ def approval_run(box, answer_with):
     verified(box, revision)
     settings(box, approval="required", approvers=[APPROVER], approval_timeout_minutes=1)
     seen: dict = {}
+    # the responder's first query would import and map Airflow's models while dag.test imports: do it here first
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner  # noqa: F401
+    from airflow.models import import_all_models
+    from sqlalchemy.orm import configure_mappers
+    import_all_models()
+    configure_mappers()
     thread = threading.Thread(target=answer_with, args=(seen,), daemon=True)
     thread.start()
     run = promote(box, mode="merge", reason="INC-12 fix")

@@ -25,6 +25,7 @@ log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_promote"
 ENDED_KEY = tasks.ENDED_KEY  # XCom of a task that refused: {"outcome", "detail"}
 CANDIDATE_KEY = "candidate"  # XCom of a check that refused at a gate: what it checked and the gates' results
+ANSWER_KEY = "answer"  # XCom of the approval: chosen_options, responded_by_user (None: nobody answered in time)
 
 DOC = """
 ### Promote {source} to {target}
@@ -140,6 +141,14 @@ class PromotionApproval(ApprovalOperator):
         log.info("waiting for an approval: %s", link)
         return super().execute(context)
 
+    def execute_complete(self, context, event):
+        """Keep the answer for `record` first: on Reject the operator skips `merge` by raising, so it returns
+        nothing."""
+        context["ti"].xcom_push(key=ANSWER_KEY, value={
+            "chosen_options": event.get("chosen_options"), "responded_by_user": event.get("responded_by_user"),
+            "responded_at": str(event.get("responded_at"))})
+        return super().execute_complete(context, event)
+
 
 def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
     if context["params"]["mode"] != "merge":
@@ -159,7 +168,7 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
     ended = next((e for t in pull_ids if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)
     c, pull, merged = (ti.xcom_pull(task_ids=t) for t in pull_ids)
     c = c or ti.xcom_pull(task_ids="check", key=CANDIDATE_KEY)
-    answer = ti.xcom_pull(task_ids="approve") if approval else None
+    answer = ti.xcom_pull(task_ids="approve", key=ANSWER_KEY) if approval else None
     states = tasks.task_states(context, pull_ids + (["approve"] if approval else []))
     outcome, line = promotion.final(c, context["params"]["mode"], ended, pull, answer, merged, states,
                                     settings.promotion.approval_timeout_minutes)
@@ -168,8 +177,7 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
         by = (answer or {}).get("responded_by_user")
         hooks.ledger(settings).finish_promotion(
             c["id"], outcome, line, gates=c["gates"], pull=pull, merged=merged, links=links,
-            approval={"answer": answer["chosen_options"], "by": by, "at": str(answer.get("responded_at"))}
-            if answer else None)
+            approval={"answer": answer["chosen_options"], "by": by, "at": answer["responded_at"]} if answer else None)
         if pull:
             _comment(settings, pull["number"], f"hubflow-promotion-{c['id']}",
                      f"**hubflow: {outcome}**\n\n{line}\n\n[run]({links['run']})")
