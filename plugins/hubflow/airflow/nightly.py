@@ -178,6 +178,7 @@ def inspect(settings: Settings, env: Environment, inv: dict) -> dict:
                           "findings": [nightly.Finding("platform", str(exc)).__dict__]}
             continue
         latest, current = (records[-1] if records else None), deployed(records)
+        log.info("%s: newest helm record %s", name, latest.summary() if latest else "none")  # no values: secrets
         found = nightly.release_findings(latest and {"status": latest.status, "version": latest.version,
                                                      "updated": latest.updated,
                                                      "description": latest.description},
