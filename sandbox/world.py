@@ -43,6 +43,7 @@ schedules:
 timeouts:
   pod_startup_seconds: 5
   smoke_seconds: 60
+  github_wait_seconds: 3
 pods:
   namespace: hubflow
   deferrable: {deferrable}

@@ -237,3 +237,12 @@ def test_a_failed_rollback_is_named_and_stops_the_line(sandbox):
     assert "staging runs" in sandbox.log and "except hub(s) biology" in sandbox.log
     attempt = sandbox.ledger().attempts("staging")[0]
     assert attempt.revision == pr["merge_commit_sha"] and "ROLLBACK FAILED" in attempt.detail
+
+
+def test_an_unknown_parameter_is_refused_naming_it(sandbox):
+    sandbox.baseline()
+    sandbox.github.merge_feature("Tune data8", {"deployments/data8/config/common.yaml": "a: 1\n"})
+    run = sandbox.run("staging", revison="staging")  # a typo must not deploy the branch head instead
+    assert run.state == "failed" and states(run)["resolve"] == "failed"
+    assert "unknown parameter(s) 'revison'; this DAG takes force_reason, revision" in sandbox.log
+    assert sandbox.pods("upgrade") == [] and sandbox.ledger().attempts("staging")[0].run_id == "baseline"

@@ -48,6 +48,7 @@ def github_client(conn_id: str, timeout: int = 30):
 
 
 def github(settings: Settings, **kwargs) -> GitHub:
+    kwargs.setdefault("max_wait", settings.timeouts.github_wait_seconds)
     return GitHub(settings, github_client(settings.repository.github_conn_id), **kwargs)
 
 

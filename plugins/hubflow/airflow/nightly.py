@@ -59,7 +59,7 @@ def _attempts(settings: Settings, env: Environment, limit: int = 50) -> list[dic
 
 def start(settings: Settings, context: dict) -> dict:
     """The run's choices, checked before anything runs: which environments and hubs, smoke or not."""
-    unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared: conf is merged in
+    unknown = tasks.unknown_params(context)
     if unknown:
         raise AirflowFailException(unknown)
     params = context["params"]

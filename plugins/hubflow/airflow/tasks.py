@@ -55,11 +55,11 @@ def force_reason(context: dict) -> str | None:
 def unknown_params(context: dict) -> str | None:
     """What is wrong with the run's conf when it holds keys that match no param (Airflow accepts them silently, so
     a typo such as `revison` would otherwise deploy the branch head), else None. Every DAG's first task asks."""
-    unknown = sorted(set(context["dag_run"].conf or {}) - set(context["params"]))
+    declared = set(context["dag"].params)  # context["params"] already has the conf merged in
+    unknown = sorted(set(context["dag_run"].conf or {}) - declared)
     if not unknown:
         return None
-    return (f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes "
-            f"{', '.join(sorted(context['params'])) or 'none'}")
+    return f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes {', '.join(sorted(declared)) or 'none'}"
 
 
 def end(settings: Settings, env: Environment, outcome: str, reason: str, context: dict, revision: str | None = None,

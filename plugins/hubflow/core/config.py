@@ -254,6 +254,8 @@ class Timeouts(_Model):
     spawn_seconds: int = Field(300, gt=0, description="how long a smoke user's server may take to start, apart "
                                "from the package checks")
     pod_startup_seconds: int = Field(600, gt=0)
+    github_wait_seconds: int = Field(900, gt=0, description="how long one GitHub operation may wait in all for "
+                                     "its retries (5xx, rate limits) before the task fails and Airflow retries it")
 
 
 class Resources(_Model):
