@@ -28,7 +28,6 @@ from hubflow.core.config import Environment, Settings, load_settings
 
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_nightly_verify"
-TIMEZONE = "UTC"  # the zone `schedules.nightly` is read in, until the settings carry one
 POKE_SECONDS = 60
 
 DOC = """
@@ -308,14 +307,14 @@ def nightly_dag(settings: Settings | None = None):
 
     @dag(
         dag_id=DAG_ID,
-        schedule=CronTriggerTimetable(settings.schedules.nightly, timezone=TIMEZONE),
-        start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
+        schedule=CronTriggerTimetable(settings.schedules.nightly, timezone=settings.schedules.timezone),
+        start_date=pendulum.datetime(2026, 1, 1, tz=settings.schedules.timezone),
         catchup=False,
         max_active_runs=1,
         tags=["hubflow", "nightly"],
         default_args={"owner": "hubflow", "retries": 0, "on_failure_callback": tasks.on_failure},
         doc_md=DOC.format(envs="`, `".join(e.name for e in settings.environments), cron=settings.schedules.nightly,
-                          tz=TIMEZONE),
+                          tz=settings.schedules.timezone),
         params={
             "environments": Param(None, type=["null", "array"], items={"type": "string"}, title="Environments",
                                   description="only these environments (empty: all)"),

@@ -125,6 +125,24 @@ def parse_duration(v: str) -> dt.timedelta:
     return length
 
 
+def check_cron(v: str) -> str:
+    if not (len(v.split()) == 5 or v.startswith("@")) or not croniter.is_valid(v):
+        raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day month weekday)")
+    try:
+        croniter(v, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"{v!r} never starts (no such date)") from None
+    return v
+
+
+def check_timezone(v: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{v!r} is not a known IANA time zone (e.g. America/Los_Angeles, UTC)") from None
+    return v
+
+
 class RecurringFreezeWindow(_Model):
     """A window that comes back, e.g. every weekend; its start is wall-clock time in its zone, DST included."""
 
@@ -138,13 +156,7 @@ class RecurringFreezeWindow(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        if not (len(v.split()) == 5 or v.startswith("@")) or not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day month weekday)")
-        try:
-            croniter(v, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
-        except CroniterBadDateError:
-            raise ValueError(f"{v!r} never starts (no such date)") from None
-        return v
+        return check_cron(v)
 
     @field_validator("duration")
     @classmethod
@@ -155,11 +167,7 @@ class RecurringFreezeWindow(_Model):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not a known IANA time zone (e.g. America/Los_Angeles, UTC)") from None
-        return v
+        return check_timezone(v)
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -243,8 +251,19 @@ class Registry(_Model):
 
 
 class Schedules(_Model):
-    nightly: str = "0 7 * * *"
+    nightly: str = Field("0 7 * * *", description="when the nightly verification runs (cron, read in `timezone`)")
+    timezone: str = Field("UTC", description="IANA time zone of `nightly`, e.g. America/Los_Angeles")
     poll_interval_seconds: int = Field(60, ge=5)
+
+    @field_validator("nightly")
+    @classmethod
+    def _nightly(cls, v: str) -> str:
+        return check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return check_timezone(v)
 
 
 class Timeouts(_Model):
