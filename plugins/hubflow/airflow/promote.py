@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import hooks, tasks
+from hubflow.clients.git import GitError
 from hubflow.clients.github import GitHubError, NotMergeable
 from hubflow.core import promotion
 from hubflow.core.config import Settings, load_settings
@@ -57,8 +58,11 @@ def run_check(settings: Settings, context: dict) -> dict:
         book = hooks.ledger(settings)
         repo = tasks.mirror(settings)
         wanted = params.get("revision") or promotion.default_revision(book, source)
-        (revision,) = repo.resolve(wanted)
         (head,) = repo.resolve(settings.environment(source).branch)
+        try:
+            (revision,) = repo.resolve(wanted)
+        except GitError:
+            raise Refused(f"revision {wanted!r} is not a commit of the deployment repository") from None
         if not repo.is_ancestor(revision, head):
             raise Refused(f"revision {revision[:12]} is not on branch {settings.environment(source).branch!r}")
     except Refused as exc:
