@@ -340,6 +340,20 @@ def test_approval_rejected_leaves_prod_alone(sandbox, api_server):
     said_everywhere(sandbox, p)
 
 
+def test_a_freeze_that_starts_while_waiting_for_the_approval_stops_the_merge(sandbox, api_server, monkeypatch):
+    def freeze_then_approve(seen):
+        awaiting()
+        monkeypatch.setenv("AIRFLOW_VAR_HUBFLOW_FREEZE_PROD", "INC-20 during the approval")
+        respond(api_server, "Approve", seen)
+
+    run, revision, seen = approval_run(sandbox, freeze_then_approve)
+    assert run.state == "failed" and states(run)["merge"] == "failed"
+    assert not [p for p in sandbox.github.pulls.values() if p["merged"] and p["base"] == "prod"]
+    p = last_promotion(sandbox)
+    assert p["outcome"] == "refused" and "INC-20 during the approval" in p["detail"]
+    assert "checked again just before merging" in p["detail"]
+
+
 def time_out(seen: dict) -> None:
     """The scheduler's own timeout sweep (dag.test runs no scheduler), once the deadline has passed: the test
     moves the deadline instead of waiting the one-minute minimum."""

@@ -49,7 +49,7 @@ def _end(context: dict, outcome: str, detail: str) -> None:
 def run_check(settings: Settings, context: dict) -> dict:
     """The form, the revision, the ledger entry, the gates. Refusals go to `record`, which books them."""
     params = context["params"]
-    unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared, not merged with conf
+    unknown = tasks.unknown_params(context)
     if unknown:
         _end(context, "refused", unknown)
     try:
@@ -155,8 +155,15 @@ class PromotionApproval(ApprovalOperator):
 
 
 def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
+    """Merge at exactly the checked revision, after the gates said yes once more."""
     if context["params"]["mode"] != "merge":
         raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
+    again = promotion.Candidate(c["source"], c["target"], c["revision"], c["tree"], c["subject"])
+    try:  # an approval may take hours: a hold or a freeze that came meanwhile still stops the merge
+        promotion.gates(settings, again, tasks.mirror(settings, c["revision"]), hooks.ledger(settings),
+                        hooks.freeze_switch(c["target"]), dt.datetime.now(dt.timezone.utc))
+    except promotion.GateRefused as exc:
+        _end(context, "refused", f"{exc} (checked again just before merging)")
     try:
         sha = hooks.github(settings).merge(pull["number"], expected_head=c["revision"])
     except NotMergeable as exc:

@@ -197,5 +197,6 @@ def final(c: dict | None, mode: str, ended: dict | None, pull: dict | None, answ
         return "opened", (f"promotion {what}: PR #{pull['number']} is open for review ({pull['url']}); {target} "
                           "changes when a person merges it")
     failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
-    still = f"; PR #{pull['number']} is open" if pull else ""
-    return "failed", f"promotion {what}: failed at {', '.join(failed) or 'an unknown step'}{still}; {target} is unchanged"
+    now = (f"{target} is unchanged unless PR #{pull['number']} shows merged (GitHub did not answer)"
+           if "merge" in failed else f"{target} is unchanged")
+    return "failed", f"promotion {what}: failed at {', '.join(failed) or 'an unknown step'}; {now}"
