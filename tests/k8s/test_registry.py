@@ -150,13 +150,14 @@ def test_bearer_flow_with_refused_credentials(token_registry):
 
 
 def test_credentials_from_an_airflow_connection(monkeypatch):
-    from hubflow.clients.registry import credentials_from_connection
+    from hubflow.airflow import hooks
+    from hubflow.core.config import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_REGISTRY", json.dumps(
         {"conn_type": "generic", "host": "127.0.0.1", "port": 5000, "login": "pusher", "password": "s3cret-pw"}))
-    creds = credentials_from_connection("hubflow_registry")
+    creds = hooks.registry(load_settings()).credentials
     assert (creds.host, creds.login, creds.password) == ("127.0.0.1:5000", "pusher", "s3cret-pw")
     assert "s3cret" not in repr(creds)
     monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_REGISTRY", json.dumps({"conn_type": "generic", "login": "x"}))
     with pytest.raises(RegistryError, match="has no host"):
-        credentials_from_connection("hubflow_registry")
+        hooks.registry(load_settings())
