@@ -218,6 +218,7 @@ def test_the_operator_creates_exactly_the_pod_that_render_shows(settings, plan):
         assert [c["name"] for c in sidecars] == ([] if kind == "build" else ["airflow-xcom-sidecar"])
         for key in ("serviceAccountName", "automountServiceAccountToken", "activeDeadlineSeconds", "initContainers",
                     "securityContext", "restartPolicy"):
-            assert (built["spec"].get(key) or None) == expected["spec"].get(key), key  # [] and absent alike
+            got = built["spec"].get(key)
+            assert (None if got == [] else got) == expected["spec"].get(key), key  # [] and absent alike
         assert [v for v in built["spec"].get("volumes") or [] if v["name"] != "xcom"] == \
             (expected["spec"].get("volumes") or [])
