@@ -82,6 +82,23 @@ class Pull:
 
 
 @dataclass(frozen=True)
+class OpenPull:
+    """A pull request as its preview needs it: the branch it targets and the exact head commit, wherever it lives
+    (`head_repo` is the head's repository, another one for a fork, None when the fork was deleted)."""
+
+    number: int
+    state: str
+    base: str
+    head_sha: str
+    head_repo: str | None
+
+    @classmethod
+    def of(cls, pr: PullRequest) -> "OpenPull":
+        repo = pr.head.repo  # only fields of the listing: `merged` and the like would cost a request per PR
+        return cls(pr.number, pr.state, pr.base.ref, pr.head.sha, repo.full_name if repo else None)
+
+
+@dataclass(frozen=True)
 class Head:
     """A branch head and the ETag that makes the next poll a free conditional request."""
 
@@ -311,6 +328,14 @@ class GitHub:
                 pulls.append(pull)
         return pulls
 
+    def open_pulls(self, base: str) -> list[OpenPull]:
+        """The open PRs into branch `base`, newest first."""
+        return self.call(f"list the open pull requests into {base!r}",
+                         lambda: [OpenPull.of(pr) for pr in self.repo.get_pulls(state="open", base=base)])
+
+    def open_pull(self, number: int) -> OpenPull:
+        return self.call(f"read #{number}", lambda: OpenPull.of(self.repo.get_pull(number)))
+
     # ------------------------------------------------------------ statuses and comments
 
     def set_status(self, env: str, revision: str, state: str, target_url: str | None, description: str) -> None:
@@ -341,6 +366,12 @@ class GitHub:
                     return c.html_url
             return issue.create_comment(text).html_url
         return self.call(f"comment on #{number}", post)
+
+    def comment_body(self, number: int, key: str) -> str | None:
+        """The body of the comment `comment` keeps under `key` on PR `number`, or None when there is none yet."""
+        marker = _marker(key)
+        return self.call(f"read the comments of #{number}", lambda: next(
+            (c.body for c in self.repo.get_issue(number).get_comments() if marker in c.body), None))
 
     # ------------------------------------------------------------ pull requests
 
