@@ -145,3 +145,12 @@ def test_unknown_conf_key_is_refused(box):
     assert dag_run.state == "failed"
     assert states(dag_run)["pulls"] == "failed" and "unknown parameter(s) 'pul'" in box.log
     assert comments(box, n) == []
+
+
+def test_a_pr_that_conflicts_with_its_branch_says_so_and_is_planned_from_its_merge_base(box):
+    n = open_pr(box, "feature/conflict", "data8 cpu", {"deployments/data8/config/common.yaml": "cpu: 2\n"})
+    box.github.merge_feature("data8 cpu too", {"deployments/data8/config/common.yaml": "cpu: 4\n"})
+    assert run(box, pull=n).state == "success"
+    (body,) = comments(box, n)
+    assert "conflicts with `staging`" in body and "`deployments/data8/config/common.yaml`" in body
+    assert "- `data8`" in body  # its own change, planned from where it left staging
