@@ -120,7 +120,7 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
         return
     book = hooks.ledger(settings)
     try:
-        p.reverts = lifecycle._check_holds(repo, book, p.base, p.head)
+        p.reverts = lifecycle.check_holds(repo, book, p.base, p.head)
     except lifecycle.Refused as exc:
         p.held = str(exc)
     merged, p.conflicts = merge(repo, p.base, p.head)

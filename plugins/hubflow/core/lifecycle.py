@@ -72,11 +72,11 @@ def resolve(settings: Settings, env: Environment, repo: Repo, ledger: Ledger, re
     elif held:
         target.skip = f"{head[:12]} is held: {held}"
     else:
-        target.reverts = _check_holds(repo, ledger, base, head)
+        target.reverts = check_holds(repo, ledger, base, head)
     return target
 
 
-def _check_holds(repo: Repo, ledger: Ledger, base: str | None, head: str) -> list[str]:
+def check_holds(repo: Repo, ledger: Ledger, base: str | None, head: str) -> list[str]:
     """Refuse a range that still carries a held revision; return the held revisions it reverts."""
     held = {h["revision"]: h["reason"] for h in ledger.holds()}
     if not held:
