@@ -46,6 +46,11 @@ def _end(context: dict, outcome: str, detail: str) -> None:
     raise AirflowFailException(f"{outcome}: {detail}")
 
 
+def mode(settings: Settings, context: dict) -> str:
+    """The promotion mode of this run: the form's choice, else the settings' (an empty field submits null)."""
+    return context["params"].get("mode") or settings.promotion.mode
+
+
 def run_check(settings: Settings, context: dict) -> dict:
     """The form, the revision, the ledger entry, the gates. Refusals go to `record`, which books them."""
     params = context["params"]
@@ -53,7 +58,7 @@ def run_check(settings: Settings, context: dict) -> dict:
     if unknown:
         _end(context, "refused", unknown)
     try:
-        promotion.check_params(params["mode"], params.get("reason"))
+        promotion.check_params(mode(settings, context), params.get("reason"))
         source, target = promotion.environments(settings)
         book = hooks.ledger(settings)
         repo = tasks.mirror(settings)
@@ -72,7 +77,7 @@ def run_check(settings: Settings, context: dict) -> dict:
              f" (the newest revision verified on {source}: the form was left empty)")
     c = promotion.Candidate(source, target, revision, repo.tree_id(revision), subject)
     c.evidence = {"promotion run": tasks.run_url(context)}
-    pid = book.start_promotion(source, target, revision, c.tree, params["mode"], params.get("reason"),
+    pid = book.start_promotion(source, target, revision, c.tree, mode(settings, context), params.get("reason"),
                                tasks.who(context), context["dag_run"].run_id)
     try:
         promotion.gates(settings, c, repo, book, hooks.freeze_switch(target), dt.datetime.now(dt.timezone.utc))
@@ -98,7 +103,7 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
         _end(context, "refused", f"{c['target']} already has everything {c['source']} has: no promotion PR")
     pull = pull.to_dict()
     log.info("promotion PR #%d: %s", pull["number"], pull["url"])
-    if context["params"]["mode"] == "merge":
+    if mode(settings, context) == "merge":
         try:
             detail = promotion.mergeable(c["revision"], gh.branch_head(c["source"]), pull,
                                          gh.unmergeable(pull["number"]))
@@ -130,7 +135,7 @@ class PromotionApproval(ApprovalOperator):
         self.settings = settings
 
     def execute(self, context):
-        if context["params"]["mode"] != "merge":
+        if mode(self.settings, context) != "merge":
             raise AirflowSkipException("pull_request mode: the PR waits for a person on GitHub, nothing to approve")
         ti = context["ti"]
         c, pull = ti.xcom_pull(task_ids="check"), ti.xcom_pull(task_ids="open")
@@ -156,7 +161,7 @@ class PromotionApproval(ApprovalOperator):
 
 def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
     """Merge at exactly the checked revision, after the gates said yes once more."""
-    if context["params"]["mode"] != "merge":
+    if mode(settings, context) != "merge":
         raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
     again = promotion.Candidate(c["source"], c["target"], c["revision"], c["tree"], c["subject"])
     try:  # an approval may take hours: a hold or a freeze that came meanwhile still stops the merge
@@ -181,7 +186,7 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
     c = c or ti.xcom_pull(task_ids="check", key=CANDIDATE_KEY)
     answer = ti.xcom_pull(task_ids="approve", key=ANSWER_KEY) if approval else None
     states = tasks.task_states(context, pull_ids + (["approve"] if approval else []))
-    outcome, line = promotion.final(c, context["params"]["mode"], ended, pull, answer, merged, states,
+    outcome, line = promotion.final(c, mode(settings, context), ended, pull, answer, merged, states,
                                     settings.promotion.approval_timeout_minutes)
     links = {"run": tasks.run_url(context), **({"PR": pull["url"]} if pull else {})}
     if c:
@@ -224,10 +229,10 @@ def promote_dag(settings: Settings):
                               f"newest revision verified on {source}, looked up when the run starts (the form "
                               "cannot show it: building the form reads nothing); the run's log names it with its "
                               "subject line."),
-            "mode": Param(settings.promotion.mode, type="string", enum=["pull_request", "merge"], title="Mode",
+            "mode": Param(None, type=["null", "string"], enum=[None, "pull_request", "merge"], title="Mode",
                           values_display={"pull_request": "Open or update the promotion PR (a person merges it)",
                                           "merge": f"Merge the promotion PR now ({target} deploys)"},
-                          description_md="Default from the settings (`promotion.mode`)."),
+                          description_md=f"**Empty**: the settings' `promotion.mode` ({settings.promotion.mode})."),
             "reason": Param(None, type=["null", "string"], title="Reason",
                             description_md="Why this promotion, now. **Required to merge**; the ledger keeps it "
                                            "with who asked."),
