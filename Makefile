@@ -28,6 +28,9 @@ node_modules/.installed: package.json package-lock.json
 system:
 	@command -v docker-registry >/dev/null && command -v htpasswd >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils chromium >/dev/null; }
 
+# Two workers (one per core), each module on one worker: every worker has its own Airflow home, sandbox and hub.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: failing"; exit $$rc
 

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import requests
 
 from hubflow.clients.jupyterhub import NEEDED_SCOPES
+from sandbox.registry_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -94,12 +94,6 @@ c.Spawner.pre_spawn_hook = test_switches
 
 class HubStartError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalHub:

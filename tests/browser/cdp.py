@@ -9,7 +9,6 @@ import base64
 import itertools
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,15 +18,11 @@ from typing import Any
 import requests
 import websocket
 
+from sandbox.registry_server import free_port
+
 
 class CDPError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Chromium:

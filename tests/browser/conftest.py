@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from tests import airflow_support
-from tests.browser.cdp import Chromium, free_port
+from sandbox.registry_server import free_port
+from tests.browser.cdp import Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"

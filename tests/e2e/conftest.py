@@ -34,9 +34,13 @@ class Sandbox:
 
     def run(self, env: str, **conf):
         """One deploy run of `env`, as the REST API or the form would start it; its log lands in `self.log`."""
+        return self.run_dag(f"hubflow_deploy_{env}", **conf)
+
+    def run_dag(self, dag_id: str, **conf):
+        """One run of a hubflow DAG with `conf`; its log lands in `self.log`."""
         self.capture.readouterr()
         self.caplog.clear()
-        run = airflow_support.run_dag(DAGS, f"hubflow_deploy_{env}", conf=conf or None)
+        run = airflow_support.run_dag(DAGS, dag_id, conf=conf or None)
         out = self.capture.readouterr()
         # task logs reach stdout, or the logging handlers when an earlier test configured logging
         self.log = out.out + out.err + self.caplog.text
@@ -71,3 +75,8 @@ def sandbox(cluster, tmp_path, monkeypatch, capfd, caplog):
         monkeypatch.setenv(key, value)
     yield Sandbox(deployment, capfd, caplog)
     deployment.stop()
+
+
+def states(run) -> dict[str, str]:
+    """Task states of a run, mapped instances as `task[i]`."""
+    return {f"{t}[{i}]" if i >= 0 else t: ti.state for (t, i), ti in airflow_support.task_instances(run).items()}

@@ -1,10 +1,8 @@
 """The deploy DAGs end to end (dag.test over the sandbox): what operators see in Airflow, GitHub and the cluster."""
 from tests import airflow_support as af
-from tests.e2e.conftest import DAGS
+from tests.e2e.conftest import DAGS, states
 
 
-def states(run) -> dict[str, str]:
-    return {f"{t}[{i}]" if i >= 0 else t: ti.state for (t, i), ti in af.task_instances(run).items()}
 
 
 def test_staging_merge_deploys_only_the_changed_hub_and_opens_the_promotion(sandbox):

@@ -10,7 +10,8 @@ import pytest
 
 from hubflow.clients.ledger import Ledger
 from tests import airflow_support as af
-from tests.e2e.test_deploy import bad_merge, promotion_pulls, revert_pulls, states, statuses
+from tests.e2e.conftest import states
+from tests.e2e.test_deploy import bad_merge, promotion_pulls, revert_pulls, statuses
 
 
 def closing_line(box) -> str:

@@ -12,8 +12,7 @@ from hubflow.clients.git import Repo
 from hubflow.core.nightly import expected_values
 from hubflow.core.plan import make_plan, read_fleet
 from sandbox.k8s_emulator import helm_release_secret
-from tests import airflow_support as af
-from tests.e2e.conftest import DAGS
+from tests.e2e.conftest import states
 
 ENVS = ["staging", "prod"]
 FLEET = "hubflow-fleet.yaml"
@@ -22,16 +21,7 @@ MISSING = "hubflow-no-such-package"
 
 def nightly(box, **conf):
     """One run of the nightly DAG, as the form or the REST API would start it; its log lands in `box.log`."""
-    box.capture.readouterr()
-    box.caplog.clear()
-    run = af.run_dag(DAGS, "hubflow_nightly_verify", conf=conf or None)
-    out = box.capture.readouterr()
-    box.log = out.out + out.err + box.caplog.text
-    return run
-
-
-def states(run) -> dict[str, str]:
-    return {f"{t}[{i}]" if i >= 0 else t: ti.state for (t, i), ti in af.task_instances(run).items()}
+    return box.run_dag("hubflow_nightly_verify", **conf)
 
 
 def config(box, hub: str, revision: str, env: str = "staging") -> dict:

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from sandbox.world import Deployment
-from tests import airflow_support as af
-from tests.e2e.conftest import DAGS, Sandbox
+from tests.e2e.conftest import Sandbox, states
 
 DAG_ID = "hubflow_pr_preview"
 PRIMARY_ENV = "images/primary/environment.yml"
@@ -37,16 +36,7 @@ def box(tmp_path, monkeypatch, capfd, caplog):
 
 
 def run(box, **conf):
-    box.capture.readouterr()
-    box.caplog.clear()
-    dag_run = af.run_dag(DAGS, DAG_ID, conf=conf or None)
-    out = box.capture.readouterr()
-    box.log = out.out + out.err + box.caplog.text
-    return dag_run
-
-
-def states(dag_run) -> dict[str, str]:
-    return {f"{t}[{i}]" if i >= 0 else t: ti.state for (t, i), ti in af.task_instances(dag_run).items()}
+    return box.run_dag(DAG_ID, **conf)
 
 
 def open_pr(box, branch: str, title: str, files: dict[str, str | None]) -> int:

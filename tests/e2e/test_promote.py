@@ -16,23 +16,14 @@ import requests
 import yaml
 
 from tests import airflow_support as af
-from tests.e2e.conftest import DAGS
+from tests.e2e.conftest import states
 
 APPROVER, PASSWORD = "alice", "alice-pw"
 
 
 def promote(box, **conf):
     """One run of hubflow_promote as the form would start it; its log lands in `box.log`."""
-    box.capture.readouterr()
-    box.caplog.clear()
-    run = af.run_dag(DAGS, "hubflow_promote", conf=conf or None)
-    out = box.capture.readouterr()
-    box.log = out.out + out.err + box.caplog.text
-    return run
-
-
-def states(run) -> dict[str, str]:
-    return {t: ti.state for (t, _), ti in af.task_instances(run).items()}
+    return box.run_dag("hubflow_promote", **conf)
 
 
 def settings(box, **promotion):

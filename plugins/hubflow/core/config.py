@@ -143,20 +143,19 @@ def check_timezone(v: str) -> str:
     return v
 
 
+Cron = Annotated[str, AfterValidator(check_cron)]
+TimeZone = Annotated[str, AfterValidator(check_timezone)]
+
+
 class RecurringFreezeWindow(_Model):
     """A window that comes back, e.g. every weekend; its start is wall-clock time in its zone, DST included."""
 
-    cron: str = Field(description="when each window starts: five cron fields (minute hour day month weekday) or an "
+    cron: Cron = Field(description="when each window starts: five cron fields (minute hour day month weekday) or an "
                       "alias such as @weekly, e.g. \"0 16 * * FRI\"")
     duration: str = Field(description="how long each window lasts, in wall-clock time of its zone: days, hours, "
                           "minutes as in 64h, 90m or 2d16h (64h from Friday 16:00 ends Monday 08:00, DST or not)")
-    timezone: str = Field(description="IANA time zone the cron is read in, e.g. America/Los_Angeles")
+    timezone: TimeZone = Field(description="IANA time zone the cron is read in, e.g. America/Los_Angeles")
     reason: str = "scheduled freeze"
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        return check_cron(v)
 
     @field_validator("duration")
     @classmethod
@@ -164,10 +163,6 @@ class RecurringFreezeWindow(_Model):
         parse_duration(v)
         return v
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str) -> str:
-        return check_timezone(v)
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -251,19 +246,10 @@ class Registry(_Model):
 
 
 class Schedules(_Model):
-    nightly: str = Field("0 7 * * *", description="when the nightly verification runs (cron, read in `timezone`)")
-    timezone: str = Field("UTC", description="IANA time zone of `nightly`, e.g. America/Los_Angeles")
+    nightly: Cron = Field("0 7 * * *", description="when the nightly verification runs (cron, read in `timezone`)")
+    timezone: TimeZone = Field("UTC", description="IANA time zone of `nightly`, e.g. America/Los_Angeles")
     poll_interval_seconds: int = Field(60, ge=5)
 
-    @field_validator("nightly")
-    @classmethod
-    def _nightly(cls, v: str) -> str:
-        return check_cron(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str) -> str:
-        return check_timezone(v)
 
 
 class Timeouts(_Model):
