@@ -19,7 +19,8 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 from airflow.sdk.exceptions import AirflowFailException
 
 from hubflow.airflow import hooks, tasks
-from hubflow.clients.git import NETWORK_TIMEOUT, GitError, Repo, auth_env, run_git
+from hubflow.clients.git import GitError
+from hubflow.clients.mirror import fetch_commit
 from hubflow.clients.github import GitHubError, OpenPull
 from hubflow.core import lifecycle, preview
 from hubflow.core.config import ConfigError, Environment, Settings, load_settings
@@ -30,10 +31,6 @@ from hubflow.core.plan import PlanError
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_pr_preview"
 POLL = "*/10 * * * *"  # the fallback for webhook deliveries that never came
-MERGE_ENV = {"GIT_AUTHOR_NAME": "hubflow", "GIT_AUTHOR_EMAIL": "hubflow@localhost", "GIT_COMMITTER_NAME": "hubflow",
-             "GIT_COMMITTER_EMAIL": "hubflow@localhost", "GIT_AUTHOR_DATE": "1700000000 +0000",
-             "GIT_COMMITTER_DATE": "1700000000 +0000"}  # fixed: one PR on one branch head gives one merge commit
-
 DOC = """
 ### PR preview
 One comment per open PR against an environment branch (`{branches}`), kept up to date: the images rebuilt (with
@@ -112,7 +109,8 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
         p.next_window = {"start": window[0].isoformat(), "end": window[1].isoformat(), "reason": window[2]}
     repo = tasks.mirror(settings, have=p.base)
     try:
-        fetch_head(settings, repo, p.number, p.head)
+        fetch_commit(settings, hooks.github_token(settings.repository.github_conn_id), p.head,
+                     f"refs/hubflow/pulls/{p.number}")
     except GitError as exc:
         p.holds_known = False
         p.problem = f"This PR's head {p.head[:12]} could not be fetched, so nothing was planned"
@@ -123,7 +121,7 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
         p.reverts = lifecycle.check_holds(repo, book, p.base, p.head)
     except lifecycle.Refused as exc:
         p.held = str(exc)
-    merged, p.conflicts = merge(repo, p.base, p.head)
+    merged, p.conflicts = repo.merge_preview(p.base, p.head)
     base, head = (p.base, merged) if p.conflicts is None else (merged, p.head)
     target = lifecycle.Target(env.name, head, base, "", reverts=p.reverts)
     try:
@@ -140,31 +138,6 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
             p.packages[hub.name] = [str(pkg) for pkg in hub_packages(repo, plan.fleet, hub.name, base, head)]
         except PackagesError as exc:
             p.package_problems[hub.name] = str(exc).replace(head[:12], "the merge")
-
-
-def fetch_head(settings: Settings, repo: Repo, number: int, sha: str) -> None:
-    """Make sure the mirror holds commit `sha`: fetched by its sha when it does not (GitHub serves any commit
-    reachable from refs/pull/N/head), kept under refs/hubflow/pulls/N so that git's gc leaves it alone."""
-    if repo.object_ids([f"{sha}^{{commit}}"])[f"{sha}^{{commit}}"]:
-        return
-    url = settings.repository.clone_url
-    run_git([f"--git-dir={repo.path}", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--end-of-options", url,
-             f"+{sha}:refs/hubflow/pulls/{number}"], env=auth_env(url, hooks.github_token(
-                 settings.repository.github_conn_id)), timeout=NETWORK_TIMEOUT, what=f"fetching the head of #{number}")
-
-
-def merge(repo: Repo, base: str, head: str) -> tuple[str, list[str] | None]:
-    """(the merge commit of `head` onto `base`, None), or (their merge-base, the conflicting files)."""
-    out = run_git(["-C", str(repo.path), "merge-tree", "--write-tree", "--name-only", "--no-messages", base, head],
-                  check=False)
-    if out.returncode == 1:
-        return repo.git("merge-base", base, head).strip(), out.stdout.decode().splitlines()[1:]
-    if out.returncode != 0:
-        raise GitError(f"git merge-tree of {head[:12]} onto {base[:12]} failed: {out.stderr.decode().strip()}")
-    tree = out.stdout.decode().split()[0]
-    made = run_git(["-C", str(repo.path), "commit-tree", tree, "-p", base, "-p", head, "-m", "hubflow preview"],
-                   env=MERGE_ENV)
-    return made.stdout.decode().strip(), None
 
 
 # ---------------------------------------------------------------- the DAG

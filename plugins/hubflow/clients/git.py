@@ -108,6 +108,11 @@ def _redact(text: str, env: dict[str, str]) -> str:
     return text
 
 
+PREVIEW_IDENTITY = {"GIT_AUTHOR_NAME": "hubflow", "GIT_AUTHOR_EMAIL": "hubflow@localhost",
+                    "GIT_COMMITTER_NAME": "hubflow", "GIT_COMMITTER_EMAIL": "hubflow@localhost",
+                    "GIT_AUTHOR_DATE": "1700000000 +0000", "GIT_COMMITTER_DATE": "1700000000 +0000"}
+
+
 class Repo:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -188,3 +193,17 @@ class Repo:
 
     def tree_id(self, rev: str) -> str:
         return self.git("rev-parse", f"{rev}^{{tree}}").strip()
+
+    def merge_preview(self, base: str, head: str) -> tuple[str, list[str] | None]:
+        """(the commit merging `head` onto `base`, None), or (their merge-base, the conflicting files) when they
+        conflict. The commit has a fixed author and date: one PR on one branch head always gives the same one."""
+        out = run_git(["-C", str(self.path), "merge-tree", "--write-tree", "--name-only", "--no-messages", base, head],
+                      check=False)
+        if out.returncode == 1:
+            return self.git("merge-base", base, head).strip(), out.stdout.decode().splitlines()[1:]
+        if out.returncode != 0:
+            raise GitError(f"git merge-tree of {head[:12]} onto {base[:12]} failed: {out.stderr.decode().strip()}")
+        tree = out.stdout.decode().split()[0]
+        made = run_git(["-C", str(self.path), "commit-tree", tree, "-p", base, "-p", head, "-m", "hubflow preview"],
+                       env=PREVIEW_IDENTITY)
+        return made.stdout.decode().strip(), None

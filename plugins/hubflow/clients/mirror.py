@@ -31,9 +31,7 @@ def sync(settings: Settings, token: str | None = None, root: Path | None = None,
     used as it is: the many verify tasks of a run then cost one fetch per worker, not one each. `timeout` bounds
     the fetch and the wait for another task's fetch alike.
     """
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.repository.github.replace("/", "__"))
-    path = (root or cache_dir()) / f"{name}.git"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _path(settings, root)
     env = auth_env(settings.repository.clone_url, token)
     with open(f"{path}.lock", "w") as lock:
         _lock(lock, path, timeout)
@@ -47,6 +45,28 @@ def sync(settings: Settings, token: str | None = None, root: Path | None = None,
                  settings.repository.clone_url, "+refs/heads/*:refs/heads/*"],
                 env=env, timeout=timeout, what="fetching the deployment repository")
     return Repo(path)
+
+
+def fetch_commit(settings: Settings, token: str | None, sha: str, ref: str, root: Path | None = None,
+                 timeout: float = NETWORK_TIMEOUT) -> Repo:
+    """Make sure the mirror holds commit `sha` (a PR's head, maybe from a fork: GitHub serves any commit reachable
+    from refs/pull/N/head), fetched by its sha when it does not, and kept under `ref` so git's gc leaves it."""
+    path = _path(settings, root)
+    with open(f"{path}.lock", "w") as lock:
+        _lock(lock, path, timeout)
+        repo = Repo(path)
+        if not repo.object_ids([f"{sha}^{{commit}}"])[f"{sha}^{{commit}}"]:
+            url = settings.repository.clone_url
+            run_git([f"--git-dir={path}", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--end-of-options",
+                     url, f"+{sha}:{ref}"], env=auth_env(url, token), timeout=timeout, what=f"fetching {sha[:12]}")
+    return repo
+
+
+def _path(settings: Settings, root: Path | None) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.repository.github.replace("/", "__"))
+    path = (root or cache_dir()) / f"{name}.git"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _lock(lock, path: Path, timeout: float) -> None:
