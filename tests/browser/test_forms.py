@@ -27,7 +27,8 @@ def required_marks(browser, params: list[str]) -> dict[str, bool | None]:
     when the form has no field for it."""
     return browser.evaluate(f"""Object.fromEntries({json.dumps(params)}.map(name => {{
         const input = document.getElementById('element_' + name) ||
-                      document.getElementById('switch:element_' + name);  // a boolean is a switch
+                      document.querySelector('[name="element_' + name + '"]') ||  // a number field names its input
+                      document.querySelector('[id*="element_' + name + '"]');  // a switch, a number: prefixed ids
         const root = input && input.closest('[data-scope="field"][data-part="root"]');
         if (!root) return [name, null];
         return [name, !!root.querySelector('label[data-required], [data-part="required-indicator"]') ||
