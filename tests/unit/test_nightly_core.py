@@ -233,3 +233,16 @@ def test_the_issue_is_opened_updated_closed_and_reopened_never_duplicated(gh):
     assert len(staging) == 1 and staging[0]["state"] == "open" and staging[0]["body"].startswith("three")
     assert [c["body"] for c in em.comments[staging[0]["number"]]] == [
         "green", "The problems are back: reopened by hubflow."]
+
+
+def test_the_summary_says_itself_in_one_line_for_the_page():
+    import datetime as dt
+
+    from hubflow.core.nightly import Finding, HubRow, summarize
+
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    green = summarize("prod", "a" * 40, [HubRow("datahub", "passed"), HubRow("data8", "passed")], [], now)
+    assert green["line"] == "all 2 hub(s) ok"
+    bad = summarize("prod", "a" * 40, [HubRow("datahub", "failed", findings=[Finding("smoke", "kernel: died")])],
+                    [Finding("lag", "a verified revision waits 9 days"), Finding("leftovers", "none", False)], now)
+    assert bad["line"] == ("2 problem(s): datahub: smoke: kernel: died; -: lag: a verified revision waits 9 days")

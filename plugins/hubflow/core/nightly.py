@@ -282,10 +282,22 @@ def summarize(env: str, head: str, rows: list[HubRow], findings: list[Finding], 
     """One environment's report (JSON): per-hub rows, environment-wide findings, ok. `partial`: some hubs or the
     smoke tests were left out by the run, so it may report problems but not that all is green."""
     ok = all(r.ok for r in rows) and not any(f.problem for f in findings)
-    return {"environment": env, "head": head, "ok": ok, "checked_at": checked_at.isoformat(timespec="seconds"),
-            "hubs": [r.to_dict() for r in rows], "findings": [asdict(f) for f in findings],
-            "problems": sum(not r.ok for r in rows) + sum(f.problem for f in findings),
-            "overlapped": overlapped, "partial": partial}
+    summary = {"environment": env, "head": head, "ok": ok, "checked_at": checked_at.isoformat(timespec="seconds"),
+               "hubs": [r.to_dict() for r in rows], "findings": [asdict(f) for f in findings],
+               "problems": sum(not r.ok for r in rows) + sum(f.problem for f in findings),
+               "overlapped": overlapped, "partial": partial}
+    return dict(summary, line=summary_line(summary))
+
+
+def summary_line(summary: dict, shown: int = 3) -> str:
+    """The report in one line, for the Environments page: what is wrong first."""
+    if summary.get("overlapped"):
+        return f"discarded: {discarded_reason(summary)}"
+    if summary["ok"]:
+        return f"all {len(summary['hubs'])} hub(s) ok" + (" (a partial run)" if summary.get("partial") else "")
+    found = [f"{hub}: {f['check']}: {f['detail']}" for hub, f in _problems(summary) if f["problem"]]
+    more = f"; and {len(found) - shown} more" if len(found) > shown else ""
+    return f"{summary['problems']} problem(s): " + "; ".join(found[:shown]) + more
 
 
 def issue_action(summary: dict) -> str:
