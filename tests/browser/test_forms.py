@@ -51,8 +51,8 @@ def test_every_trigger_form_submits_with_its_defaults(server, browser, docs):
         assert None not in marks.values(), f"{dag_id}: the form lacks fields for {marks}"
         marked = [name for name, required in marks.items() if required]
         assert marked == [], f"{dag_id}: params with a default (or optional) marked required: {marked}"
-        if dag_id == "hubflow_deploy_staging":
-            browser.screenshot(docs / "trigger-form.png")
+        if dag_id in ("hubflow_deploy_staging", "hubflow_promote"):
+            browser.screenshot(docs / f"trigger-{dag_id}.png")
 
 
 def test_submitting_the_deploy_form_creates_a_run(server, browser):

@@ -230,7 +230,8 @@ def promote_dag(settings: Settings):
                               "cannot show it: building the form reads nothing); the run's log names it with its "
                               "subject line."),
             "mode": Param(None, type=["null", "string"], enum=[None, "pull_request", "merge"], title="Mode",
-                          values_display={"pull_request": "Open or update the promotion PR (a person merges it)",
+                          values_display={"null": f"As configured ({settings.promotion.mode})",
+                                          "pull_request": "Open or update the promotion PR (a person merges it)",
                                           "merge": f"Merge the promotion PR now ({target} deploys)"},
                           description_md=f"**Empty**: the settings' `promotion.mode` ({settings.promotion.mode})."),
             "reason": Param(None, type=["null", "string"], title="Reason",
