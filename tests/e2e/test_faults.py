@@ -301,6 +301,7 @@ def test_8_a_pod_spec_error_refuses_the_run_and_leaves_nothing_pending(sandbox):
     revision = pr["merge_commit_sha"]
     run = sandbox.run("staging")
     assert run.state == "failed" and states(run)["plan"] == "failed"
+    assert states(run)["decide"] == "success" and states(run)["record"] == "failed"  # only the refusal fails
     attempt = attempt_of(sandbox)
     assert (attempt.revision, attempt.outcome) == (revision, "refused") and attempt.finished_at
     assert "values_path" in attempt.detail

@@ -222,15 +222,13 @@ def conclude(settings: Settings, env: Environment, target: dict, planned: dict, 
     states = task_states(context, ["build_pods", "build", "deploy", "verify"])
     if not planned or states.get("build_pods") != "success":  # the run ended before any pod: `record` says so
         return None
-    n, builds = len(planned["hubs"]), _expanded(context, "build")
+    n, built = len(planned["hubs"]), ti.xcom_pull(task_ids="build_pods") or []  # the builds that were mapped
     deployed = [ti.xcom_pull(task_ids="deploy", map_indexes=i) for i in range(n)]
     verified = [ti.xcom_pull(task_ids="verify", key="result", map_indexes=i) for i in range(n)]
-    build_faults = [ti.xcom_pull(task_ids="build", key=FAULT_KEY, map_indexes=i) for i in range(builds)]
+    build_faults = [ti.xcom_pull(task_ids="build", key=FAULT_KEY, map_indexes=i) for i in range(len(built))]
     deploy_faults = [ti.xcom_pull(task_ids="deploy", key=FAULT_KEY, map_indexes=i) for i in range(n)]
-    built = ti.xcom_pull(task_ids="build_pods") or []
-    planned_built = dict(planned, build=built)
-    outcome = lifecycle.conclude(env.name, target, planned_built, states, deployed, verified, build_faults,
-                                 deploy_faults)
+    outcome = lifecycle.conclude(env.name, target, dict(planned, build=built), states, deployed, verified,
+                                 build_faults, deploy_faults)
     book = hooks.ledger(settings)
     book.update(planned["attempt"], releases=outcome["releases"], verification=outcome["verification"])
     if outcome["outcome"] == "success":
@@ -249,7 +247,7 @@ def conclude(settings: Settings, env: Environment, target: dict, planned: dict, 
 
 def decide(outcome: dict | None) -> list[str]:
     return {"success": ["succeed"], "failed": ["rollback_pods", "fail"],
-            "platform": ["rollback_pods", "fail"]}.get(outcome["outcome"], [])
+            "platform": ["rollback_pods", "fail"]}.get((outcome or {}).get("outcome"), [])
 
 
 def promote(settings: Settings, env: Environment, revision: str, attempt: int, hubs: int, context: dict) -> dict:
@@ -359,10 +357,6 @@ def task_states(context: dict, task_ids: list[str]) -> dict[str, str]:
     ti, dag_run = context["ti"], context["dag_run"]
     return ti.get_task_states(dag_id=dag_run.dag_id, task_ids=task_ids,
                               run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
-
-
-def _expanded(context: dict, task_id: str) -> int:
-    return len(context["ti"].xcom_pull(task_ids=f"{task_id}_pods") or [])
 
 
 def on_failure(context: dict) -> None:
