@@ -107,11 +107,13 @@ def notify(settings: Settings, text: str) -> bool:
         return False
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
+    quiet = logging.getLogger("hubflow.slack")  # slack_sdk logs each retry with the full URL, whose path is secret
+    quiet.setLevel(logging.WARNING)
     try:
-        SlackWebhookHook(slack_webhook_conn_id=settings.notify.slack_conn_id).send_text(text)
+        SlackWebhookHook(slack_webhook_conn_id=settings.notify.slack_conn_id, logger=quiet).send_text(text)
     except Exception as exc:  # noqa: BLE001 - any failure of the optional channel is logged, never raised
-        log.warning("Slack notification through %r failed: %s", settings.notify.slack_conn_id,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        # only the kind of error: its text may carry the webhook URL, whose path is the secret
+        log.warning("Slack notification through %r failed (%s)", settings.notify.slack_conn_id, type(exc).__name__)
         return False
     return True
 
