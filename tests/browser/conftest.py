@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,10 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     home = airflow_support.setup_environment()
     airflow_support.migrate()
+    # a metadata database of its own: the api-server lives for the whole session, and a second process writing the
+    # worker's SQLite file would lock out the dag.test runs of later test modules on this worker
+    database = root / "airflow.db"
+    shutil.copyfile(home / "airflow.db", database)
     make_sample_repo(root / "work", bare=root / "origin.git")
     github = GitHubEmulator(root / "origin.git").start()
     settings = root / "hubflow.yaml"
@@ -89,6 +94,7 @@ def server(tmp_path_factory):
     ledger_url = f"sqlite:///{root}/ledger.db"
     env = dict(
         os.environ,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{database}",
         AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
         AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
