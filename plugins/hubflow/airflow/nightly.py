@@ -226,10 +226,10 @@ def _image_findings(settings: Settings, env: Environment, running: dict[tuple[st
 def _lag(settings: Settings, env: Environment, repo, head: str, now: dt.datetime) -> list[nightly.Finding]:
     """Revisions verified in the previous environment that this one lacks (newest first: on one branch, once one is
     in, every older one is too)."""
-    names = [e.name for e in settings.environments]
-    if names.index(env.name) == 0:
+    before = settings.previous_environment(env.name)
+    if before is None:
         return []
-    source = names[names.index(env.name) - 1]
+    source = before.name
     verified = []
     for a in hooks.ledger(settings).attempts(source, 200):
         if a.outcome != "success" or a.finished_at is None:

@@ -62,6 +62,13 @@ def unknown_params(context: dict) -> str | None:
     return f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes {', '.join(sorted(declared)) or 'none'}"
 
 
+def start_attempt(book, env: Environment, revision: str, base: str | None, tree: str | None, context: dict) -> int:
+    """This run's ledger attempt (the same one again on a retry), with who forced it and why when it was forced."""
+    force = force_reason(context)
+    return book.start(env.name, revision, base, tree, context["dag_run"].run_id, who(context) if force else None,
+                      force)
+
+
 def end(settings: Settings, env: Environment, outcome: str, reason: str, context: dict, revision: str | None = None,
         attempt: int | None = None) -> None:
     """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
@@ -69,9 +76,7 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
     if revision:
         book = hooks.ledger(settings)
         if attempt is None:
-            force = force_reason(context)
-            attempt = book.start(env.name, revision, None, None, context["dag_run"].run_id,
-                                 who(context) if force else None, force)
+            attempt = start_attempt(book, env, revision, None, None, context)
         book.finish(attempt, outcome, reason)
         try:
             hooks.github(settings).set_status(env.name, revision, "error", run_url(context), f"{outcome}: {reason}")
@@ -131,15 +136,13 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
     """Plan the range and build its pods, then open the ledger attempt and mark the commit pending."""
     t = lifecycle.Target(**target)
     book = hooks.ledger(settings)
-    force = force_reason(context)
     try:
         the_plan = lifecycle.plan(settings, mirror(settings, t.revision), t, book)
         specs = pods.deploy_pods(settings, env, the_plan)
     except (pods.PodSpecError, PlanError, ConfigError) as exc:
         end(settings, env, "refused", f"cannot plan {t.revision[:12]}: {exc}", context, t.revision)
     log.info("%s", format_plan(the_plan))
-    attempt = book.start(env.name, t.revision, t.base, t.tree, context["dag_run"].run_id,
-                         who(context) if force else None, force)
+    attempt = start_attempt(book, env, t.revision, t.base, t.tree, context)
     book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})
     hooks.github(settings).set_status(env.name, t.revision, "pending", run_url(context),
                                       f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
@@ -178,14 +181,10 @@ def build_pods(settings: Settings, env: Environment, target: dict, planned: dict
 
 def _verified_digests(settings: Settings, env: Environment, target: dict) -> dict[str, str]:
     """The image digests recorded when the revision this one promotes was verified in the previous environment."""
-    names = [e.name for e in settings.environments]
-    previous = names[names.index(env.name) - 1] if names.index(env.name) else None
-    if not previous:
+    previous = settings.previous_environment(env.name)
+    if previous is None:
         return {}
-    book = hooks.ledger(settings)
-    revision = book.verified_revision_for_tree(previous, target["tree"])
-    attempt = next((a for a in book.attempts(previous, 200) if a.revision == revision and a.outcome == "success"),
-                   None)
+    attempt = hooks.ledger(settings).verified_attempt_for_tree(previous.name, target["tree"])
     return (attempt.record.get("digests") or {}) if attempt else {}
 
 

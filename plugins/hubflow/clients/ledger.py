@@ -284,13 +284,18 @@ class Ledger:
             return _attempt(c.execute(sa.select(attempts).where(attempts.c.env == env, attempts.c.outcome == "success")
                                       .order_by(attempts.c.id.desc()).limit(1)).first())
 
-    @_retried
     def verified_revision_for_tree(self, env: str, tree: str) -> str | None:
         """A revision whose tree passed verification in `env` (the prod gate: promote exactly what was tested)."""
+        attempt = self.verified_attempt_for_tree(env, tree)
+        return attempt.revision if attempt else None
+
+    @_retried
+    def verified_attempt_for_tree(self, env: str, tree: str) -> Attempt | None:
+        """The newest attempt that verified `tree` in `env`, with its record (e.g. the image digests it verified)."""
         with self.engine.connect() as c:
-            return c.execute(sa.select(attempts.c.revision).where(
+            return _attempt(c.execute(sa.select(attempts).where(
                 attempts.c.env == env, attempts.c.tree == tree, attempts.c.outcome == "success")
-                .order_by(attempts.c.id.desc()).limit(1)).scalar()
+                .order_by(attempts.c.id.desc()).limit(1)).first())
 
     @_retried
     def planned_hubs(self, env: str, revision: str) -> list[str]:

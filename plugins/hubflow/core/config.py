@@ -313,9 +313,13 @@ class Settings(_Model):
 
     def next_environment(self, name: str) -> Environment | None:
         """The environment a verified revision of `name` promotes to (promotion order = list order)."""
-        names = [e.name for e in self.environments]
-        i = names.index(name)
-        return self.environments[i + 1] if i + 1 < len(names) else None
+        i = [e.name for e in self.environments].index(name)
+        return self.environments[i + 1] if i + 1 < len(self.environments) else None
+
+    def previous_environment(self, name: str) -> Environment | None:
+        """The environment whose verified revisions `name` receives; None for the first one."""
+        i = [e.name for e in self.environments].index(name)
+        return self.environments[i - 1] if i else None
 
 
 def _settings_problems(s: Settings) -> list[tuple[str, str]]:

@@ -97,11 +97,10 @@ def gate(settings: Settings, env: Environment, target: Target, ledger: Ledger,
          force_reason: str | None = None) -> str | None:
     """Promote exactly what was tested: the target's tree must equal the tree of a revision verified in the
     environment before this one. Returns the verified revision it matches; refuses otherwise unless forced."""
-    names = [e.name for e in settings.environments]
-    i = names.index(env.name)
-    if i == 0:
+    before = settings.previous_environment(env.name)
+    if before is None:
         return None
-    previous = names[i - 1]
+    previous = before.name
     verified = ledger.verified_revision_for_tree(previous, target.tree)
     if verified:
         return verified
