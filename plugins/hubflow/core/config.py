@@ -196,6 +196,11 @@ class Environment(_Model):
     service_account: str = "hubflow-deployer"
     smoke_token_conn_id: str = "hubflow_smoke"
     build_images: bool = Field(True, description="false: images must already exist (prod never builds)")
+    builder: Literal["buildkit", "docker"] = Field(
+        "buildkit", description="buildkit: a rootless BuildKit pod in the cluster per image; docker: the Docker "
+        "Engine API at DOCKER_HOST (or `docker_host`), from the Airflow worker")
+    docker_host: str | None = Field(None, description="Docker Engine URL for builder: docker (unix://, tcp://); "
+                                    "default: the worker's DOCKER_HOST")
     freeze_windows: list[AnyFreezeWindow] = Field(
         [], description="times when this environment neither deploys nor promotes: {start, end, reason} once, or "
         "{cron, duration, timezone, reason} again and again")
@@ -221,6 +226,20 @@ class Environment(_Model):
 
     def url_for(self, hub: str) -> str:
         return self.render(self.hub_url, hub)
+
+
+class Deploy(_Model):
+    max_parallel: int = Field(10, ge=1, description="how many hubs upgrade at once in one run (the rest wait for "
+                              "a slot; each hub is verified as soon as its own upgrade ends)")
+    canary: list[str] = Field([], description="hubs upgraded and verified first when the plan deploys them; the "
+                              "others only after every canary passed (a failing canary stops the wave)")
+
+    @field_validator("canary")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate hub in {v}")
+        return v
 
 
 class Promotion(_Model):
@@ -297,6 +316,7 @@ class Settings(_Model):
     repository: Repository
     environments: list[Environment] = Field(min_length=1)
     registry: Registry = Registry()
+    deploy: Deploy = Deploy()
     promotion: Promotion = Promotion()
     revert: Revert = Revert()
     schedules: Schedules = Schedules()
