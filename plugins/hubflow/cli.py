@@ -187,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
     p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
 
+    p = command("build", cmd_build, "build an image of the fleet at a revision with the Docker Engine API at "
+                                    "DOCKER_HOST, the log streamed as it is written; with --push the last line is "
+                                    "the pushed digest (registry credentials: `docker login`). Exit 1: the "
+                                    "Dockerfile failed; 3: the engine or the registry failed")
+    p.add_argument("image", help="image name in the fleet")
+    p.add_argument("--revision", required=True)
+    p.add_argument("--push", action="store_true", help="push <repository>:<tag> to the image's registry")
+    p.add_argument("--repo", default=".", help="deployment repository (default: .)")
+
     def cmd_webhook(args: argparse.Namespace) -> int:  # the relay's HTTP client loads only for this command
         from hubflow.airflow.webhook import cli_main
 
@@ -205,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     def cmd_render(args: argparse.Namespace) -> int:
+        if args.manifests:
+            print(render_manifests(_settings(args), args.env, Repo(args.repo), args.head, args.base), end="")
+            return 0
         from hubflow.k8s.render import render_deploy, to_yaml
 
         docs = render_deploy(_settings(args), args.env, Repo(args.repo), args.head, args.base)
@@ -212,12 +224,94 @@ def build_parser() -> argparse.ArgumentParser:
         return 0
 
     p = command("render", cmd_render, "print the pods a deploy of a revision range would create, as YAML "
-                                      "(no cluster, no credentials)")
+                                      "(no cluster, no credentials); with --manifests, what helm would apply")
     p.add_argument("--env", required=True, help="environment to deploy to")
     p.add_argument("--head", required=True, help="revision to deploy")
     p.add_argument("--base", help="last deployed revision; omitted: first deploy")
     p.add_argument("--repo", default=".", help="deployment repository (default: .)")
+    p.add_argument("--manifests", action="store_true",
+                   help="`helm template` of each hub the deploy upgrades (sops-encrypted values left out), and "
+                        "with --base the diff of its manifests against the base revision (needs helm on PATH)")
     return parser
+
+
+def render_manifests(settings: config.Settings, env_name: str, repo: Repo, head: str, base: str | None) -> str:
+    """The manifests of every hub a deploy of base..head upgrades, as `helm template` renders them from the chart
+    and values at head, each followed (with a base) by a unified diff against the same hub rendered at base.
+
+    The values and image strings are those of the hub's upgrade pod; files encrypted by sops are left out, and
+    the output says which.
+    """
+    import difflib
+    import tempfile
+
+    from hubflow.clients import helm
+    from hubflow.k8s import pods
+
+    env = settings.environment(env_name)
+    envs = [e.name for e in settings.environments]
+    plan = make_plan(repo, base, head, settings.repository.fleet_file, envs)
+    if not plan.hubs:
+        return "# nothing to deploy in this range\n"
+    sides = [("head", plan)]
+    if plan.base:
+        sides.append(("base", make_plan(repo, None, plan.base, settings.repository.fleet_file, envs)))
+    rendered: dict[tuple[str, str], str] = {}
+    notes: dict[tuple[str, str], str] = {}
+    with tempfile.TemporaryDirectory(prefix="hubflow-render-") as tmp:
+        for side, side_plan in sides:
+            fleet = side_plan.fleet
+            hubs = [h.name for h in plan.hubs if fleet.has_hub(h.name)] if side == "base" else \
+                [h.name for h in plan.hubs]
+            root = helm.export(repo, side_plan.head, [fleet.chart] + [fleet.hub(h).folder for h in hubs],
+                               Path(tmp) / side)
+            if not helm.vendored(root / fleet.chart):
+                print(f"warning: chart {fleet.chart} does not vendor its dependencies at {side_plan.head[:12]}: "
+                      f"downloading them (helm dependency build); vendor them with `helm dependency update "
+                      f"{fleet.chart}` and commit {fleet.chart}/charts and {fleet.chart}/Chart.lock", file=sys.stderr)
+                helm.build_dependencies(root / fleet.chart)
+            for hub in hubs:
+                args = pods.helm_upgrade_pod(settings, env, side_plan, hub)["arguments"]
+                opts = [(a, b) for a, b in zip(args, args[1:]) if a.startswith("--")]
+                values = [v for a, v in opts if a == "--values"]
+                sealed = [v for v in values if _is_sops(root / v)]
+                rendered[(side, hub)] = helm.template(fleet.chart, env.release_for(hub), env.namespace_for(hub),
+                                                      [v for v in values if v not in sealed],
+                                                      [v for a, v in opts if a == "--set-string"], root)
+                kept = ", ".join(v for v in values if v not in sealed) or "none"
+                notes[(side, hub)] = f"values {kept}" + (f"; left out (encrypted by sops): {', '.join(sealed)}"
+                                                         if sealed else "")
+    out = []
+    for h in plan.hubs:
+        out.append(f"# hub {h.name}: upgrade of release {env.release_for(h.name)} in namespace "
+                   f"{env.namespace_for(h.name)} ({env.name}) to {plan.head[:12]}: {h.reason}\n"
+                   f"# {notes[('head', h.name)]}\n")
+        out.append(rendered[("head", h.name)])
+        if not plan.base:
+            continue
+        before = rendered.get(("base", h.name))
+        if before is None:
+            out.append(f"# hub {h.name} is not in the fleet at {plan.base[:12]}: all of it is new\n")
+            continue
+        diff = list(difflib.unified_diff(before.splitlines(keepends=True), rendered[("head", h.name)]
+                                         .splitlines(keepends=True), f"{h.name}@{plan.base[:12]}",
+                                         f"{h.name}@{plan.head[:12]}"))
+        out.append(f"# diff of hub {h.name}'s manifests from {plan.base[:12]} ({notes[('base', h.name)]}):\n"
+                   if diff else f"# hub {h.name}'s manifests are the same as at {plan.base[:12]}\n")
+        out.extend(diff)
+    return "".join(out)
+
+
+def _is_sops(path: Path) -> bool:
+    """A values file sops encrypted (a top-level `sops` mapping); one that is not YAML is left for helm to name."""
+    import yaml
+
+    from hubflow.core.nightly import is_sops
+
+    try:
+        return is_sops(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError):
+        return False
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
@@ -246,6 +340,30 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         print(f"{args.hub_url}: {'verified' if result.ok else 'FAILED'} in {result.seconds:.1f}s "
               f"(JupyterHub {result.hub_version or 'unknown'})")
     return 0 if result.ok else 1
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    # the docker SDK loads only for this command
+    from hubflow.clients.docker_builder import DockerBuildError, DockerBuilder
+    from hubflow.core.builds import build_fault, exit_code
+
+    settings = _settings(args)
+    repo = Repo(args.repo)
+    (revision,) = repo.resolve(args.revision)
+    plan = make_plan(repo, None, revision, settings.repository.fleet_file, [e.name for e in settings.environments])
+    names = [i.name for i in plan.images]
+    if args.image not in names:
+        raise HubflowError(f"the fleet at {revision[:12]} has no image {args.image!r}; it has: "
+                           f"{', '.join(names) or 'none'}")
+    try:
+        result = DockerBuilder().build_image(repo, plan, args.image, push=args.push,
+                                             on_line=lambda line: print(line, flush=True))
+    except DockerBuildError as exc:
+        fault = build_fault(exc.stage, str(exc))
+        print(f"error: {fault['summary']} ({fault['blame']} fault)", file=sys.stderr)
+        return exit_code(fault)
+    print(result["digest"] if args.push else f"built {result['repository']}:{result['tag']} (not pushed)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
