@@ -164,16 +164,16 @@ def test_code_is_mounted_read_only_and_credentials_only_where_they_are_used():
     assert auth_file.startswith("/opt/airflow/auth/")
 
 
-def test_the_connections_the_settings_name_reach_the_worker_triggerer_and_api_server_only():
+def test_each_connection_the_settings_name_reaches_only_the_services_that_read_it():
     settings = load_settings(ROOT / "include" / "hubflow.yaml")
-    ids = {settings.repository.github_conn_id, settings.registry.conn_id, settings.ledger.conn_id}
-    ids |= {e.kubernetes_conn_id for e in settings.environments} | {e.smoke_token_conn_id for e in settings.environments}
-    names = {f"AIRFLOW_CONN_{conn_id.upper()}" for conn_id in ids}
-    assert len(names) == 7
+    page = {settings.repository.github_conn_id, settings.ledger.conn_id}  # what the Environments page reads
+    tasks = page | {settings.registry.conn_id, "hubflow_slack"} | {e.kubernetes_conn_id for e in settings.environments}
+    tasks |= {e.smoke_token_conn_id for e in settings.environments}
+    assert len(tasks) == 8
+    expected = {"airflow-worker": tasks, "airflow-triggerer": tasks, "airflow-apiserver": page}
     for name, service in airflow_services().items():
-        present = names & set(service["environment"])
-        expected = names if name in ("airflow-worker", "airflow-triggerer", "airflow-apiserver") else set()
-        assert present == expected, name
+        present = {k.removeprefix("AIRFLOW_CONN_").lower() for k in service["environment"] if k.startswith("AIRFLOW_CONN_")}
+        assert present == expected.get(name, set()), name
     ledger = json.loads(services()["airflow-worker"]["environment"][f"AIRFLOW_CONN_{settings.ledger.conn_id.upper()}"])
     assert ledger["extra"]["url"] == services()["hubflow-ledger-init"]["environment"]["HUBFLOW_LEDGER_URL"]
 
