@@ -1,7 +1,7 @@
 """The top-level docker-compose.yaml (and its docker-builder override) is a valid compose file, and holds what users
-rely on: one shared Airflow configuration, health-gated start-up order, the code mounted, the connections where
-tasks run, no secret in the files, every variable documented in .env.example, the image on the pinned Airflow,
-and a ledger init step that really creates and migrates the ledger (run against the local PostgreSQL)."""
+rely on: one shared Airflow configuration, health-gated start-up order, the code mounted, each connection only where
+it is read, no secret in the files, every variable documented in .env.example, the image on the pinned Airflow, and a
+ledger init step that really creates and migrates the ledger (its script run against the local PostgreSQL)."""
 from __future__ import annotations
 
 import copy
@@ -172,7 +172,8 @@ def test_each_connection_the_settings_name_reaches_only_the_services_that_read_i
     assert len(tasks) == 8
     expected = {"airflow-worker": tasks, "airflow-triggerer": tasks, "airflow-apiserver": page}
     for name, service in airflow_services().items():
-        present = {k.removeprefix("AIRFLOW_CONN_").lower() for k in service["environment"] if k.startswith("AIRFLOW_CONN_")}
+        present = {k.removeprefix("AIRFLOW_CONN_").lower() for k in service["environment"]
+                   if k.startswith("AIRFLOW_CONN_")}
         assert present == expected.get(name, set()), name
     ledger = json.loads(services()["airflow-worker"]["environment"][f"AIRFLOW_CONN_{settings.ledger.conn_id.upper()}"])
     assert ledger["extra"]["url"] == services()["hubflow-ledger-init"]["environment"]["HUBFLOW_LEDGER_URL"]
@@ -239,21 +240,25 @@ def test_the_docker_socket_is_opt_in_for_the_worker_only():
     assert mounts(worker)[socket] == "${DOCKER_SOCKET:-/var/run/docker.sock}"
 
 
+def run_ledger_init(monkeypatch, ledger_url: str, pg_host: str) -> None:
+    """The init step's own script, in this process, as the local PostgreSQL's superuser stands in for the stack's."""
+    command = services()["hubflow-ledger-init"]["command"]
+    assert command[:2] == ["python", "-c"]
+    for key, value in {"PGHOST": pg_host, "PGUSER": "postgres", "PGPASSWORD": "", "PGDATABASE": "postgres",
+                       "HUBFLOW_LEDGER_URL": ledger_url}.items():
+        monkeypatch.setenv(key, value)
+    exec(compile(command[2], "hubflow-ledger-init", "exec"), {"__name__": "__main__"})
+
+
 def test_the_ledger_init_creates_and_migrates_the_ledger_and_can_run_again(monkeypatch, capsys):
-    """The init step's own script against the local PostgreSQL (which .ci/run starts), as postgres stands in for
-    the stack's superuser; run twice, as every `docker compose up` does."""
+    """Run twice, as every `docker compose up` does, against the local PostgreSQL (which .ci/run starts)."""
     name = f"hubflow_compose_{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
     url = f"postgresql://{name}:{password}@127.0.0.1:5432/{name}"
-    command = services()["hubflow-ledger-init"]["command"]
-    assert command[:2] == ["python", "-c"]
-    for key, value in {"PGHOST": "127.0.0.1", "PGUSER": "postgres", "PGPASSWORD": "", "PGDATABASE": "postgres",
-                       "HUBFLOW_LEDGER_URL": url}.items():
-        monkeypatch.setenv(key, value)
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     try:
         for _ in range(2):
-            exec(compile(command[2], "hubflow-ledger-init", "exec"), {"__name__": "__main__"})
+            run_ledger_init(monkeypatch, url, "127.0.0.1")
             out = capsys.readouterr()
             assert out.out == f"the ledger is ready: database {name} on 127.0.0.1\n"
             assert password not in out.out + out.err
@@ -270,4 +275,25 @@ def test_the_ledger_init_creates_and_migrates_the_ledger_and_can_run_again(monke
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             c.execute(sa.text(f'DROP ROLE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def test_the_ledger_init_only_migrates_a_ledger_on_another_server(monkeypatch, capsys):
+    """A ledger outside the stack (the URL's host is not PGHOST): no role or database is made, the schema is."""
+    name = f"hubflow_compose_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        run_ledger_init(monkeypatch, f"postgresql://postgres@127.0.0.1:5432/{name}", "postgres")
+        assert capsys.readouterr().out == f"the ledger is ready: database {name} on 127.0.0.1\n"
+        with admin.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar() == 0
+        probe = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
+        with probe.connect() as c:
+            assert {"hubflow_attempts", "hubflow_holds", "alembic_version"} <= set(sa.inspect(c).get_table_names())
+        probe.dispose()
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
