@@ -31,7 +31,7 @@ ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}; $$ is a literal dollar
 REFERENCE = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 BARE = re.compile(r"(?<!\$)\$(?=[A-Za-z_])")  # $NAME: compose would interpolate it too
-SECRET_NAME = re.compile(r"PASSWORD$|SECRET|_KEY$|TOKEN")
+SECRET_NAME = re.compile(r"PASSWORD$|SECRET|_KEY$|TOKEN|_AUTH$")
 SHARED = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
           "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
           "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__CORE__AUTH_MANAGER")
