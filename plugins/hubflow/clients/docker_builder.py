@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import docker
 import requests
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException
-from docker.utils import kwargs_from_env
+from docker.utils import kwargs_from_env, version_lt
 
 from hubflow.clients.git import GitError, run_git
 from hubflow.clients.registry import Credentials, split_reference
@@ -51,10 +52,19 @@ class DockerBuilder:
             kwargs["base_url"] = host
         self.where = kwargs.get("base_url") or "the local Docker socket"
         self.credentials = credentials
-        try:  # `timeout` bounds each read: a build step may be silent for long
-            self.api = docker.APIClient(version="auto", timeout=timeout, **kwargs)
-        except DockerException as exc:
+        self.api = docker.APIClient(version=self._negotiate(kwargs), timeout=timeout, **kwargs)
+
+    def _negotiate(self, kwargs: dict) -> str:
+        """The API version to speak: the engine's, up to the SDK's (as the docker CLI does, from GET /_ping; the
+        SDK's own "auto" asks GET /version, which podman answers only after running its helpers, in seconds)."""
+        try:
+            with docker.APIClient(version=DEFAULT_DOCKER_API_VERSION, **kwargs) as probe:
+                answer = probe.get(f"{probe.base_url}/_ping", timeout=30)
+                answer.raise_for_status()
+        except (DockerException, requests.RequestException) as exc:
             raise DockerBuildError(ENGINE, f"cannot reach the Docker engine at {self.where}: {exc}") from None
+        server = answer.headers.get("API-Version") or MINIMUM_DOCKER_API_VERSION
+        return server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else DEFAULT_DOCKER_API_VERSION
 
     def build_image(self, repo: Repo, plan: Plan, name: str, cache_tag: str | None = None, push: bool = True,
                     on_line: Callable[[str], None] = print) -> dict:
