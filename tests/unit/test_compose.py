@@ -224,6 +224,7 @@ def test_the_image_is_the_pinned_airflow_with_the_pinned_requirements():
     assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == [f"apache/airflow:{airflow}-python{python}"]
     assert "-r /requirements.txt" in dockerfile and "COPY requirements.txt /requirements.txt" in dockerfile
     assert load(COMPOSE)["x-airflow-common"]["build"] == "."
+    assert load(COMPOSE)["x-airflow-common"]["pull_policy"] == "build"  # never pulled by its local name
     assert load(COMPOSE)["x-airflow-common"]["image"] == f"hubflow-airflow:{airflow}"
     ignore = pathspec.PathSpec.from_lines("gitignore", (ROOT / ".dockerignore").read_text().splitlines())
     assert not ignore.match_file("requirements.txt")
