@@ -257,12 +257,11 @@ def render_manifests(settings: config.Settings, env_name: str, repo: Repo, head:
     if plan.base:
         sides.append(("base", make_plan(repo, None, plan.base, settings.repository.fleet_file, envs)))
     rendered: dict[tuple[str, str], str] = {}
-    notes: dict[tuple[str, str], str] = {}
+    notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="hubflow-render-") as tmp:
         for side, side_plan in sides:
             fleet = side_plan.fleet
-            hubs = [h.name for h in plan.hubs if fleet.has_hub(h.name)] if side == "base" else \
-                [h.name for h in plan.hubs]
+            hubs = [h.name for h in plan.hubs if h.name in {x.name for x in fleet.hubs}]
             root = helm.export(repo, side_plan.head, [fleet.chart] + [fleet.hub(h).folder for h in hubs],
                                Path(tmp) / side)
             if not helm.vendored(root / fleet.chart):
@@ -278,14 +277,15 @@ def render_manifests(settings: config.Settings, env_name: str, repo: Repo, head:
                 rendered[(side, hub)] = helm.template(fleet.chart, env.release_for(hub), env.namespace_for(hub),
                                                       [v for v in values if v not in sealed],
                                                       [v for a, v in opts if a == "--set-string"], root)
-                kept = ", ".join(v for v in values if v not in sealed) or "none"
-                notes[(side, hub)] = f"values {kept}" + (f"; left out (encrypted by sops): {', '.join(sealed)}"
-                                                         if sealed else "")
+                if side == "head":
+                    kept = ", ".join(v for v in values if v not in sealed) or "none"
+                    notes[hub] = f"values {kept}" + (f"; left out (encrypted by sops): {', '.join(sealed)}"
+                                                     if sealed else "")
     out = []
     for h in plan.hubs:
         out.append(f"# hub {h.name}: upgrade of release {env.release_for(h.name)} in namespace "
                    f"{env.namespace_for(h.name)} ({env.name}) to {plan.head[:12]}: {h.reason}\n"
-                   f"# {notes[('head', h.name)]}\n")
+                   f"# {notes[h.name]}\n")
         out.append(rendered[("head", h.name)])
         if not plan.base:
             continue
@@ -296,7 +296,7 @@ def render_manifests(settings: config.Settings, env_name: str, repo: Repo, head:
         diff = list(difflib.unified_diff(before.splitlines(keepends=True), rendered[("head", h.name)]
                                          .splitlines(keepends=True), f"{h.name}@{plan.base[:12]}",
                                          f"{h.name}@{plan.head[:12]}"))
-        out.append(f"# diff of hub {h.name}'s manifests from {plan.base[:12]} ({notes[('base', h.name)]}):\n"
+        out.append(f"# diff of hub {h.name}'s manifests from {plan.base[:12]} to {plan.head[:12]}:\n"
                    if diff else f"# hub {h.name}'s manifests are the same as at {plan.base[:12]}\n")
         out.extend(diff)
     return "".join(out)

@@ -53,6 +53,7 @@ class Plan:
     hubs: list[HubPlan]
     removed_hubs: list[str]
     fleet: Fleet | None = field(default=None, repr=False, compare=False)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -187,7 +188,27 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
         image.hubs = [h.name for h in fleet.hubs if image.name in [r.name for r in h.images or []]]
     needed = [i for i in images if i.changed or deployed & set(i.hubs)]
     removed = sorted(set(old_hubs) - {h.name for h in fleet.hubs})
-    return Plan(base, head, needed, hubs, removed, fleet)
+    warnings = [] if not hubs else unvendored(repo, head, fleet.chart)
+    return Plan(base, head, needed, hubs, removed, fleet, warnings)
+
+
+def unvendored(repo: Repo, rev: str, chart: str) -> list[str]:
+    """A warning naming the chart when a dependency of its Chart.yaml is not committed in its charts/ folder (as
+    `helm dependency update` writes it): then every upgrade pod downloads it (include/runner/README.md)."""
+    text = repo.read_blobs([f"{rev}:{chart}/Chart.yaml"])[f"{rev}:{chart}/Chart.yaml"]
+    try:
+        deps = parse_yaml((text or b"").decode(errors="replace"), chart).get("dependencies") or []
+        wanted = {f"{d['name']}-{d['version']}": d["name"] for d in deps}
+    except (ConfigError, AttributeError, TypeError, KeyError):  # helm names a broken Chart.yaml in the pod
+        return []
+    ids = repo.object_ids([f"{rev}:{chart}/charts/{spec}.tgz" for spec in wanted]
+                          + [f"{rev}:{chart}/charts/{name}/Chart.yaml" for name in wanted.values()])
+    missing = [spec for spec, name in wanted.items() if ids[f"{rev}:{chart}/charts/{spec}.tgz"] is None
+               and ids[f"{rev}:{chart}/charts/{name}/Chart.yaml"] is None]
+    if not missing:
+        return []
+    return [f"chart {chart} does not vendor {', '.join(missing)}: every upgrade pod downloads it; run "
+            f"`helm dependency update {chart}` and commit {chart}/Chart.lock and {chart}/charts/"]
 
 
 def _hub_reason(hub: Hub, first: bool, old: Hub | None, shared: str | None, files: list[str] | None,
@@ -260,4 +281,5 @@ def format_plan(plan: Plan) -> str:
     if plan.removed_hubs:
         lines += ["", "hubs removed from the fleet (not deployed; uninstall by hand):"]
         lines += [f"  {name}" for name in plan.removed_hubs]
+    lines += ["", *(f"warning: {w}" for w in plan.warnings)] if plan.warnings else []
     return "\n".join(lines)
