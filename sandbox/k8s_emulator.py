@@ -1,25 +1,34 @@
-"""A Kubernetes API server stand-in on 127.0.0.1 that the real KubernetesPodOperator talks to through a kubeconfig.
+"""A Kubernetes API server stand-in on 127.0.0.1 that the real KubernetesPodOperator and real helm 4 talk to through a
+kubeconfig.
 
-No cluster can be reached from these machines, so this server implements the few core/v1 endpoints the operator
-uses, and plays each pod's life according to a script chosen by the pod's labels:
+No cluster can be reached from these machines. Pods are played according to a script chosen by their labels, or
+handed to a local kubelet that runs them as processes (`run_locally`); every other namespaced object of the resources
+in RESOURCES is kept in a store with what a real API server adds (uid, resourceVersion, generation, timestamps):
 
-    GET    /api/v1/namespaces/{ns}/pods?labelSelector=...      list (reattach check), selectors honoured
-    POST   /api/v1/namespaces/{ns}/pods                        create; the pod has a status at once
-    GET    /api/v1/namespaces/{ns}/pods/{name}                 read (polling)
-    PATCH  /api/v1/namespaces/{ns}/pods/{name}                 merge patch (the already_checked label)
-    DELETE /api/v1/namespaces/{ns}/pods/{name}                 delete
-    GET    /api/v1/namespaces/{ns}/pods/{name}/log             logs; follow=True streams until the container ends
-    GET    /api/v1/namespaces/{ns}/pods/{name}/exec            websocket (v4.channel.k8s.io): XCom read, sidecar stop
-    GET    /api/v1/namespaces/{ns}/events?fieldSelector=...    events of a pod (list, or watch=True)
-    GET    /api/v1/namespaces/{ns}/secrets?labelSelector=...   list (helm's release records), selectors honoured
-    POST   /api/v1/namespaces/{ns}/secrets                     create (JSON); GET .../secrets/{name} reads one
+    GET    /version, /api, /apis, /api/v1, /apis/{group}/{version}    version and discovery (APIResourceLists)
+    GET    /openapi/v3[/{api/v1|apis/g/v}], /openapi/v2                OpenAPI (v2: a minimal protobuf document)
+    GET    /api/v1/namespaces/{ns}/pods?labelSelector=...             list (reattach check), selectors honoured
+    POST   /api/v1/namespaces/{ns}/pods                               create; the pod has a status at once
+    GET    /api/v1/namespaces/{ns}/pods/{name}                        read (polling)
+    PATCH  /api/v1/namespaces/{ns}/pods/{name}                        merge patch (the already_checked label)
+    DELETE /api/v1/namespaces/{ns}/pods/{name}                        delete (kills a locally run pod)
+    GET    /api/v1/namespaces/{ns}/pods/{name}/log                    logs; follow=True streams until the container ends
+    GET    /api/v1/namespaces/{ns}/pods/{name}/exec                   websocket (v4.channel.k8s.io): XCom read, sidecar stop
+    GET    /api/v1/namespaces/{ns}/events?fieldSelector=...           events of a pod (list, or watch=True)
+    any other resource, under /api/v1 or /apis/{group}/{version}, [namespaces/{ns}/]{plural}[/{name}]:
+           list and watch (labelSelector, fieldSelector, resourceVersion), create (JSON; Secrets also as protobuf,
+           which helm sends), get, update, patch (merge, strategic as merge, JSON patch, server-side apply), delete
 
-Anything else answers 404 with a Status naming the request. Every request is recorded (`requests`).
+Workloads report ready at once (the status fields kstatus reads, so `helm upgrade --wait` succeeds) unless a test
+scripts them never to be (`never_ready`). Anything else answers 404 with a Status naming the request. Every request is
+recorded (`requests`; `leaks(text)` finds text sent anywhere but in a Secret).
 
     emu = K8sEmulator().start()
     emu.script({"hubflow.io/hub": "datahub"}, exit_code=1, logs=["Error: UPGRADE FAILED"])
     emu.script({"hubflow.io/hub": "data8"}, exit_code=4, message="release data8-staging: ...")  # termination message
     emu.script({"hubflow.io/hub": "rhub"}, image_pull_error="ImagePullBackOff")  # stays Pending
+    emu.never_ready(kind="Deployment", name="hub")  # helm --wait times out on it
+    emu.run_locally({"hubflow.io/kind": "upgrade"})  # sandbox.kubelet.LocalKubelet runs these pods
     emu.write_kubeconfig(path)
 """
 from __future__ import annotations
@@ -29,6 +38,7 @@ import copy
 import hashlib
 import json
 import re
+import select
 import socket
 import struct
 import threading
@@ -43,6 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from sandbox import kube_protobuf
 from sandbox.quiet_server import QuietServer
 
 SIDECAR = "airflow-xcom-sidecar"
@@ -52,6 +63,41 @@ PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
 # What the kubelet keeps of the logs as the termination message under FallbackToLogsOnError.
 FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "emulator", "gitTreeState": "clean",
+           "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.0", "compiler": "gc", "platform": "linux/amd64"}
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+WATCH_SECONDS = 300  # the longest a watch stays open (clients ask for 5-10 minutes, then watch again)
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def path(self) -> str:
+        """Where its group version lives: api/v1 or apis/<group>/<version>."""
+        return f"apis/{self.group_version}" if self.group else f"api/{self.version}"
+
+
+RESOURCES = [Resource(group, version, plural, kind) for group, version, kinds in (
+    ("", "v1", {"pods": "Pod", "events": "Event", "secrets": "Secret", "configmaps": "ConfigMap",
+                "services": "Service", "serviceaccounts": "ServiceAccount", "persistentvolumeclaims":
+                "PersistentVolumeClaim"}),
+    ("apps", "v1", {"deployments": "Deployment", "statefulsets": "StatefulSet", "replicasets": "ReplicaSet",
+                    "daemonsets": "DaemonSet"}),
+    ("batch", "v1", {"jobs": "Job"}),
+    ("networking.k8s.io", "v1", {"ingresses": "Ingress", "networkpolicies": "NetworkPolicy"}),
+    ("rbac.authorization.k8s.io", "v1", {"roles": "Role", "rolebindings": "RoleBinding"}),
+    ("policy", "v1", {"poddisruptionbudgets": "PodDisruptionBudget"}),
+) for plural, kind in kinds.items()]
+GROUP_VERSIONS = list(dict.fromkeys(r.path for r in RESOURCES))
 
 
 @dataclass
@@ -84,7 +130,29 @@ class Request:
     method: str
     path: str
     query: dict[str, list[str]]
-    body: Any
+    body: Any  # JSON and YAML decoded, protobuf Secrets in their JSON form, other protobuf as bytes, else the text
+    raw: bytes = b""
+
+    def holds(self, text: str) -> bool:
+        """Whether `text` appears in the path, the query or the body (as sent, or once decoded)."""
+        decoded = (self.body if isinstance(self.body, str) else "" if isinstance(self.body, bytes)
+                   else json.dumps(self.body, ensure_ascii=False, default=str))
+        return any(text in part for part in (self.path, json.dumps(self.query, ensure_ascii=False), decoded,
+                                             self.raw.decode(errors="replace")))
+
+
+@dataclass
+class _Unready:
+    """An object scripted never to be ready, from the version (generation) first written after the script."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    generation: int | None = None
+
+    def matches(self, obj: dict) -> bool:
+        meta = obj["metadata"]
+        return (obj["kind"], meta["name"]) == (self.kind, self.name) and self.namespace in (None, meta["namespace"])
 
 
 def _now() -> str:
@@ -96,7 +164,7 @@ def _stamp(t: float) -> str:
 
 
 def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    """Equality, inequality and existence requirements, comma separated (what the operator sends)."""
+    """Equality, inequality and existence requirements, comma separated (what the operator and helm send)."""
     for req in filter(None, (r.strip() for r in selector.split(","))):
         if m := re.fullmatch(r"([^=!]+)!=(.*)", req):
             if labels.get(m[1]) == m[2]:
@@ -112,10 +180,76 @@ def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
+def field_selector_matches(selector: str, obj: dict) -> bool:
+    """`path=value`, `path==value` and `path!=value` on dotted paths (metadata.name, involvedObject.name...)."""
+    for req in filter(None, (r.strip() for r in selector.split(","))):
+        m = re.fullmatch(r"([^=!]+)(!=|==|=)(.*)", req)
+        if not m:
+            return False
+        value: Any = obj
+        for part in m[1].split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if (str(value if value is not None else "") == m[3]) != (m[2] != "!="):
+            return False
+    return True
+
+
+def _replicas(obj: dict) -> int:
+    replicas = (obj.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def _condition(kind: str, status: bool, reason: str) -> dict:
+    return {"type": kind, "status": "True" if status else "False", "reason": reason, "lastTransitionTime": _now(),
+            "lastUpdateTime": _now(), "message": f"emulator: {reason}"}
+
+
+def workload_status(obj: dict, ready: bool) -> dict | None:
+    """The status a controller would have written, as kstatus (helm 4's --wait) reads it; None for kinds without."""
+    kind, gen, n = obj["kind"], obj["metadata"].get("generation", 1), _replicas(obj)
+    up = n if ready else 0
+    if kind == "Deployment":
+        return {"observedGeneration": gen, "replicas": n, "updatedReplicas": n, "readyReplicas": up,
+                "availableReplicas": up, **({} if ready else {"unavailableReplicas": n}),
+                "conditions": [_condition("Available", ready, "MinimumReplicasAvailable" if ready
+                                          else "MinimumReplicasUnavailable"),
+                               _condition("Progressing", True, "NewReplicaSetAvailable" if ready
+                                          else "ReplicaSetUpdated")]}
+    if kind in ("StatefulSet", "ReplicaSet"):
+        status = {"observedGeneration": gen, "replicas": n, "readyReplicas": up, "availableReplicas": up}
+        if kind == "ReplicaSet":
+            return {**status, "fullyLabeledReplicas": n}
+        revision = f"{obj['metadata']['name']}-{gen}"
+        return {**status, "currentReplicas": n, "updatedReplicas": n, "currentRevision": revision,
+                "updateRevision": revision}
+    if kind == "DaemonSet":
+        return {"observedGeneration": gen, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+                "updatedNumberScheduled": 1, "numberReady": int(ready), "numberAvailable": int(ready),
+                "numberMisscheduled": 0}
+    if kind == "PersistentVolumeClaim":
+        return {"phase": "Bound" if ready else "Pending"}
+    if kind == "Service":
+        lb = (obj.get("spec") or {}).get("type") == "LoadBalancer" and ready
+        return {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]} if lb else {}}
+    if kind == "Job":
+        if not ready:
+            return {"active": 1}
+        return {"startTime": _now(), "completionTime": _now(), "succeeded": 1,
+                "conditions": [_condition("Complete", True, "Completed")]}
+    if kind == "PodDisruptionBudget":
+        return {"observedGeneration": gen, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1,
+                "disruptionsAllowed": int(ready), "conditions": [_condition("DisruptionAllowed", ready,
+                                                                           "SufficientPods")]}
+    return None
+
+
 class _Pod:
-    def __init__(self, body: dict, outcome: Outcome):
+    """A pod played from its Outcome, or (with a `handle` from the local kubelet) from a real process."""
+
+    def __init__(self, body: dict, outcome: Outcome, handle: Any = None):
         self.body = body
         self.outcome = outcome
+        self.handle = handle
         self.created = time.time()
         self.sidecar_stopped = False
         self.resource_version = 1
@@ -151,12 +285,16 @@ class _Pod:
                 f'reference "{image}": {image}: not found')
 
     def started_at(self) -> float | None:
+        if self.handle is not None:
+            return self.handle.started_at
         if self.outcome.never_scheduled or self.outcome.image_pull_error:
             return None
         t = self.created + self.outcome.start_delay
         return t if time.time() >= t else None
 
     def finished_at(self) -> float | None:
+        if self.handle is not None:
+            return self.handle.finished_at if self.handle.exit_code is not None else None
         start = self.started_at()
         if start is None:
             return None
@@ -164,7 +302,23 @@ class _Pod:
         return t if time.time() >= t else None
 
     def base_exit_code(self) -> int:
+        if self.handle is not None:
+            return self.handle.exit_code
         return 137 if self.outcome.killed else self.outcome.exit_code
+
+    def log_text(self) -> str:
+        """The base container's output so far."""
+        if self.handle is not None:
+            return self.handle.logs()
+        return "".join(f"{line}\n" for line in self.outcome.logs)
+
+    def xcom_text(self) -> str:
+        """What the sidecar's `cat /airflow/xcom/return.json` prints."""
+        if self.handle is not None:
+            xcom = self.handle.xcom()
+            return xcom if xcom is not None else EMPTY_XCOM
+        return json.dumps(self.outcome.xcom) if self.outcome.xcom is not None else EMPTY_XCOM
+
 
     def view(self) -> dict:
         """The pod as the API returns it, with a status computed from the script and the clock."""
@@ -212,11 +366,12 @@ class _Pod:
     def termination_message(self, name: str, exit_code: int) -> str | None:
         """What the container wrote, else (FallbackToLogsOnError, non-zero exit) the tail of its logs, as the
         kubelet does: the last 80 lines, at most their last 2048 bytes."""
-        if self.outcome.message is not None:
-            return self.outcome.message
+        written = self.handle.termination_message() if self.handle is not None else self.outcome.message
+        if written is not None:
+            return written
         if exit_code == 0 or self.container_spec(name).get("terminationMessagePolicy") != "FallbackToLogsOnError":
             return None
-        tail = "".join(f"{line}\n" for line in self.outcome.logs[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:]
+        tail = "".join(self.log_text().splitlines(keepends=True)[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:]
         return tail.decode(errors="ignore") or None
 
     def _status(self, name: str, *, waiting: dict | None = None, start: float | None = None,
@@ -257,14 +412,22 @@ class _Pod:
                 for i, (kind, reason, message) in enumerate(out)]
 
 
+
 class K8sEmulator:
-    """The server; `script()` sets outcomes, `requests` and `created` record what the operator did."""
+    """The server; `script()` sets pod outcomes, `never_ready()` workloads that never become ready, `run_locally()`
+    pods that really run; `requests`, `created` and `objects` record what the clients did."""
 
     def __init__(self, poll: float = 0.05):
         self.poll = poll
         self.outcomes: list[Outcome] = []
         self.pods: dict[tuple[str, str], _Pod] = {}
-        self.secrets: dict[tuple[str, str], dict] = {}  # (namespace, name) -> Secret as the API returns it
+        self.objects: dict[tuple[str, str, str], dict] = {}  # (plural, namespace, name) -> the object as stored
+        # every write, for watches: (resourceVersion, ADDED | MODIFIED | DELETED, plural, namespace, object)
+        self.changes: list[tuple[int, str, str, str, dict]] = []
+        self.revision = 0  # the last resourceVersion given (never reset: open watches keep counting)
+        self.changed = threading.Condition()
+        self.unready: list[_Unready] = []
+        self.local: list[tuple[dict[str, str], Any]] = []
         self.created: list[dict] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
@@ -285,6 +448,7 @@ class K8sEmulator:
 
     def stop(self) -> None:
         if self._server:
+            self._kill_local_pods()
             self._server.shutdown()
             self._server.server_close()
             self._server = None
@@ -301,13 +465,39 @@ class K8sEmulator:
             self.outcomes.append(o)
         return o
 
+    def never_ready(self, kind: str, name: str, namespace: str | None = None) -> None:
+        """The next version written of the `kind` object `name` (in `namespace`, or any) never reports ready, so
+        helm's --wait times out on it; a later version with other content (helm's rollback) is ready again."""
+        with self.changed:
+            self.unready.append(_Unready(kind, name, namespace))
+
+    def run_locally(self, selector: dict[str, str], kubelet: Any = None) -> None:
+        """Pods whose labels contain `selector` run for real: `kubelet.start(pod) -> handle` (default: a
+        sandbox.kubelet.LocalKubelet of this emulator); the pod's status, logs and XCom come from the handle."""
+        if kubelet is None:
+            from sandbox.kubelet import LocalKubelet
+
+            kubelet = LocalKubelet(self)
+        with self.lock:
+            self.local.append((dict(selector), kubelet))
+
     def reset(self) -> None:
+        self._kill_local_pods()
         with self.lock:
             self.outcomes.clear()
+            self.local.clear()
             self.pods.clear()
-            self.secrets.clear()
             self.created.clear()
             self.requests.clear()
+        with self.changed:
+            self.objects.clear()
+            self.changes.clear()
+            self.unready.clear()
+
+    def _kill_local_pods(self) -> None:
+        for pod in list(self.pods.values()):
+            if pod.handle is not None:
+                pod.handle.kill()
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         path = Path(path)
@@ -327,9 +517,61 @@ class K8sEmulator:
     def calls(self, method: str | None = None, contains: str = "") -> list[Request]:
         return [r for r in list(self.requests) if (method is None or r.method == method) and contains in r.path]
 
+    def leaks(self, text: str) -> list[Request]:
+        """Recorded requests that carry `text` anywhere but to a Secret (where decrypted values belong)."""
+        return [r for r in list(self.requests) if not re.search(r"/secrets(/|$)", r.path) and r.holds(text)]
+
     def outcome_for(self, labels: dict[str, str]) -> Outcome:
         with self.lock:
             return next((o for o in reversed(self.outcomes) if o.matches(labels)), Outcome())
+
+    def kubelet_for(self, labels: dict[str, str]) -> Any:
+        with self.lock:
+            return next((k for sel, k in reversed(self.local) if all(labels.get(a) == b for a, b in sel.items())),
+                        None)
+
+    # ------------------------------------------------------------ the object store
+
+    def get(self, plural: str, namespace: str, name: str) -> dict | None:
+        """An object as the API returns it (None: there is none)."""
+        with self.changed:
+            obj = self.objects.get((plural, namespace, name))
+            return self.view(obj) if obj is not None else None
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded (stringData included, as the API server merges it); None: no such Secret."""
+        secret = self.get("secrets", namespace, name)
+        if secret is None:
+            return None
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        return {**data, **{k: v.encode() for k, v in (secret.get("stringData") or {}).items()}}
+
+    def view(self, obj: dict) -> dict:
+        """The stored object with the status its controller would report."""
+        out = copy.deepcopy(obj)
+        ready = not any(u.matches(out) and u.generation == out["metadata"]["generation"] for u in self.unready)
+        if (status := workload_status(out, ready)) is not None:
+            out["status"] = status
+        return out
+
+    def commit(self, change: str, plural: str, obj: dict) -> dict:
+        """Store (ADDED, MODIFIED) or drop (DELETED) `obj` under the next resourceVersion, and wake the watches."""
+        with self.changed:
+            self.revision += 1
+            meta = obj["metadata"]
+            meta["resourceVersion"] = str(self.revision)
+            key = (plural, meta.get("namespace", ""), meta["name"])
+            if change == "DELETED":
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+                for u in self.unready:
+                    if u.generation is None and u.matches(obj):
+                        u.generation = meta["generation"]
+            view = self.view(obj)
+            self.changes.append((self.revision, change, plural, key[1], view))
+            self.changed.notify_all()
+            return view
 
 
 def _status(code: int, reason: str, message: str) -> dict:
@@ -344,7 +586,41 @@ def _merge(target: dict, patch: dict) -> None:
         elif isinstance(v, dict) and isinstance(target.get(k), dict):
             _merge(target[k], v)
         else:
-            target[k] = v
+            target[k] = copy.deepcopy(v)
+
+
+def _json_patch(doc: dict, ops: list[dict]) -> dict:
+    """RFC 6902 add, remove, replace and test (what clients send as application/json-patch+json)."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target: Any = doc
+        for p in parents:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        if isinstance(target, list):
+            index = len(target) if last == "-" else int(last)
+            if op["op"] == "add":
+                target.insert(index, op["value"])
+            elif op["op"] == "remove":
+                target.pop(index)
+            elif op["op"] == "replace":
+                target[index] = op["value"]
+            elif op["op"] == "test" and target[index] != op["value"]:
+                raise ValueError(f"test failed at {op['path']}")
+        elif op["op"] in ("add", "replace"):
+            if op["op"] == "replace" and last not in target:
+                raise ValueError(f"nothing to replace at {op['path']}")
+            target[last] = op["value"]
+        elif op["op"] == "remove":
+            del target[last]
+        elif op["op"] == "test" and target.get(last) != op["value"]:
+            raise ValueError(f"test failed at {op['path']}")
+    return doc
+
+
+def _content(obj: dict) -> dict:
+    """What a change to bumps metadata.generation (everything but metadata and status)."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -356,13 +632,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ plumbing
 
-    def _body(self) -> Any:
+    def _body(self, path: str) -> tuple[Any, bytes]:
+        """The decoded body (JSON, YAML for server-side apply, protobuf Secrets) and the bytes as sent."""
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if not raw:
+            return None, raw
         try:
-            return json.loads(raw) if raw else None
+            if ctype == kube_protobuf.CONTENT_TYPE:  # Secrets as helm writes them (and DeleteOptions, unread)
+                secret = self.command in ("POST", "PUT") and re.search(r"/secrets(/|$)", path)
+                return (kube_protobuf.decode_secret(raw) if secret else raw), raw
+            if ctype == "application/apply-patch+yaml":
+                return yaml.safe_load(raw), raw
+            return json.loads(raw), raw
         except ValueError:
-            return raw.decode(errors="replace")
+            return raw.decode(errors="replace"), raw
 
     def _send(self, code: int, obj: Any) -> None:
         data = json.dumps(obj).encode()
@@ -378,15 +663,220 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        body = self._body() if self.command in ("POST", "PATCH", "PUT", "DELETE") else None
-        self.emu.requests.append(Request(self.command, url.path, query, body))
+        body, raw = self._body(url.path) if self.command in ("POST", "PATCH", "PUT", "DELETE") else (None, b"")
+        self.emu.requests.append(Request(self.command, url.path, query, body, raw))
         q = {k: v[-1] for k, v in query.items()}
-        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/(pods|events|secrets)(?:/([^/]+))?(?:/(log|exec))?", url.path)
-        if not m:
+        path = url.path.rstrip("/")
+        if self.command == "GET" and (answer := self._discovery(path)) is not None:
+            return self._send(200, answer)
+        if self.command == "GET" and path == "/openapi/v2":
+            return self._send_bytes(kube_protobuf.openapi_v2_document("Kubernetes", VERSION["gitVersion"]))
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/(pods|events)(?:/([^/]+))?(?:/(log|exec))?", path)
+        if m:
+            return self._pods_and_events(*m.groups(), body, q, query)
+        m = re.fullmatch(r"/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+                         r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?", path)
+        res = m and next((r for r in RESOURCES if r.plural == m["plural"] and r.plural not in ("pods", "events")
+                          and (r.group, r.version) == ((m["group"] or ""), m["core"] or m["version"])), None)
+        if not res:
             return self._not_found()
-        ns, kind, name, sub = m.groups()
-        route = (self.command, kind, name is not None, sub)
-        handlers = {
+        ns, name = m["ns"], m["name"]
+        if name is None and self.command == "GET":
+            return self._watch(res, ns, q) if q.get("watch", "").lower() in ("true", "1") else self._list(res, ns, q)
+        if ns is None:
+            return self._not_found()
+        if name is None and self.command == "POST":
+            return self._create(res, ns, body, q)
+        handler = {"GET": self._read, "PUT": self._update, "PATCH": self._patch, "DELETE": self._delete}.get(
+            self.command) if name else None
+        if handler is None:
+            return self._not_found()
+        handler(res, ns, name, body, q)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+
+    def _send_bytes(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    # ------------------------------------------------------------ version, discovery, OpenAPI
+
+    def _discovery(self, path: str) -> dict | None:
+        if path == "/version":
+            return VERSION
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        if path == "/apis":
+            groups = list(dict.fromkeys((r.group, r.version) for r in RESOURCES if r.group))
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups]}
+        if path.lstrip("/") in GROUP_VERSIONS:
+            resources = [r for r in RESOURCES if r.path == path.lstrip("/")]
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": resources[0].group_version,
+                    "resources": [{"name": r.plural, "singularName": r.kind.lower(), "namespaced": True,
+                                   "kind": r.kind, "verbs": VERBS} for r in resources]}
+        if path == "/openapi/v3":
+            return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulator"} for gv in GROUP_VERSIONS}}
+        if path.startswith("/openapi/v3/") and path[len("/openapi/v3/"):] in GROUP_VERSIONS:
+            return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION["gitVersion"]},
+                    "paths": {}, "components": {"schemas": {}}}
+        return None
+
+    # ------------------------------------------------------------ any object in the store
+
+    def _matching(self, res: Resource, ns: str | None, q: dict, plural: str, obj_ns: str, obj: dict) -> bool:
+        return (plural == res.plural and ns in (None, obj_ns)
+                and label_selector_matches(q.get("labelSelector", ""), obj["metadata"].get("labels") or {})
+                and field_selector_matches(q.get("fieldSelector", ""), obj))
+
+    def _list(self, res: Resource, ns: str | None, q: dict) -> None:
+        with self.emu.changed:
+            items = [self.emu.view(o) for (p, o_ns, _), o in self.emu.objects.items()
+                     if self._matching(res, ns, q, p, o_ns, o)]
+            revision = self.emu.revision
+        self._send(200, {"kind": f"{res.kind}List", "apiVersion": res.group_version,
+                         "metadata": {"resourceVersion": str(revision)}, "items": items})
+
+    def _watch(self, res: Resource, ns: str | None, q: dict) -> None:
+        """Changes after `resourceVersion` (none given, "0", or sendInitialEvents: the current objects as ADDED
+        first, then the BOOKMARK that ends them when asked for), one JSON event per line, until timeoutSeconds
+        or the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        since = q.get("resourceVersion", "")
+        initial = since in ("", "0") or q.get("sendInitialEvents") == "true"
+        with self.emu.changed:
+            seen = self.emu.revision if initial else int(since)
+            events = [("ADDED", p, o_ns, self.emu.view(o)) for (p, o_ns, _), o in self.emu.objects.items()
+                      if initial]
+        if q.get("sendInitialEvents") == "true":
+            end = {"kind": res.kind, "apiVersion": res.group_version, "metadata": {
+                "resourceVersion": str(seen), "annotations": {"k8s.io/initial-events-end": "true"}}}
+            events.append(("BOOKMARK", res.plural, ns, end))
+        deadline = time.time() + min(float(q.get("timeoutSeconds") or WATCH_SECONDS), WATCH_SECONDS)
+        while True:
+            for change, p, o_ns, obj in events:
+                if change == "BOOKMARK" or self._matching(res, ns, q, p, o_ns, obj):
+                    self._chunk(json.dumps({"type": change, "object": obj}).encode() + b"\n")
+            if time.time() >= deadline or self._hung_up():
+                break
+            with self.emu.changed:
+                self.emu.changed.wait_for(lambda: self.emu.revision > seen, timeout=min(1.0, deadline - time.time()))
+                events = [(c, p, o_ns, obj) for rv, c, p, o_ns, obj in self.emu.changes if rv > seen]
+                seen = self.emu.revision
+        self._chunk(b"")
+
+    def _hung_up(self) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        try:
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _invalid(self, res: Resource, body: Any) -> bool:
+        if isinstance(body, dict) and (body.get("metadata") or {}).get("name"):
+            return False
+        self._send(422 if not isinstance(body, bytes) else 415,
+                   _status(422, "Invalid", f"emulator: a {res.kind} needs a JSON body with metadata.name")
+                   if not isinstance(body, bytes) else
+                   _status(415, "UnsupportedMediaType", "emulator: only Secrets may be sent as protobuf"))
+        return True
+
+    def _write(self, res: Resource, ns: str, body: dict, old: dict | None, q: dict, manager: str | None = None) -> dict:
+        """Store `body` as the new state of the object (`old`: its current one), with what the server adds."""
+        obj = copy.deepcopy(body)
+        obj.pop("status", None)
+        obj["apiVersion"], obj["kind"] = res.group_version, res.kind
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = ns
+        if old is None:
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        else:
+            meta.update(uid=old["metadata"]["uid"], creationTimestamp=old["metadata"]["creationTimestamp"],
+                        generation=old["metadata"]["generation"] + (_content(obj) != _content(old)))
+        if manager:
+            meta["managedFields"] = [{"manager": manager, "operation": "Apply", "apiVersion": res.group_version,
+                                      "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]
+        if q.get("dryRun"):
+            return self.emu.view(obj)
+        return self.emu.commit("MODIFIED" if old else "ADDED", res.plural, obj)
+
+    def _stored(self, res: Resource, ns: str, name: str) -> dict | None:
+        with self.emu.changed:
+            return copy.deepcopy(self.emu.objects.get((res.plural, ns, name)))
+
+    def _missing(self, res: Resource, name: str) -> None:
+        self._send(404, _status(404, "NotFound", f"{res.plural} \"{name}\" not found"))
+
+    def _create(self, res: Resource, ns: str, body: Any, q: dict) -> None:
+        if self._invalid(res, body):
+            return
+        name = body["metadata"]["name"]
+        if self._stored(res, ns, name) is not None:
+            return self._send(409, _status(409, "AlreadyExists", f"{res.plural} \"{name}\" already exists"))
+        self._send(201, self._write(res, ns, body, None, q))
+
+    def _read(self, res: Resource, ns: str, name: str, body: Any, q: dict) -> None:
+        obj = self.emu.get(res.plural, ns, name)
+        return self._send(200, obj) if obj is not None else self._missing(res, name)
+
+    def _update(self, res: Resource, ns: str, name: str, body: Any, q: dict) -> None:
+        if self._invalid(res, body):
+            return
+        old = self._stored(res, ns, name)
+        if old is None:
+            return self._missing(res, name)
+        sent = body["metadata"].get("resourceVersion")
+        if sent and sent != old["metadata"]["resourceVersion"]:
+            return self._send(409, _status(409, "Conflict", f"Operation cannot be fulfilled on {res.plural} "
+                                           f"\"{name}\": the object has been modified"))
+        self._send(200, self._write(res, ns, body, old, q))
+
+    def _patch(self, res: Resource, ns: str, name: str, body: Any, q: dict) -> None:
+        """Server-side apply (one manager: the applied object becomes the object, created when absent), merge and
+        strategic merge patches (lists replaced), JSON patches."""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        old = self._stored(res, ns, name)
+        if ctype == "application/apply-patch+yaml":
+            if self._invalid(res, body):
+                return
+            return self._send(200 if old else 201, self._write(res, ns, body, old, q, q.get("fieldManager")))
+        if old is None:
+            return self._missing(res, name)
+        try:
+            if ctype == "application/json-patch+json" and isinstance(body, list):
+                new = _json_patch(old, body)
+            elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json") \
+                    and isinstance(body, dict):
+                new = copy.deepcopy(old)
+                _merge(new, body)
+            else:
+                return self._send(415, _status(415, "UnsupportedMediaType", f"emulator: cannot patch with {ctype}"))
+        except (KeyError, IndexError, ValueError) as exc:
+            return self._send(422, _status(422, "Invalid", f"emulator: the patch does not apply: {exc}"))
+        self._send(200, self._write(res, ns, new, old, q))
+
+    def _delete(self, res: Resource, ns: str, name: str, body: Any, q: dict) -> None:
+        old = self._stored(res, ns, name)
+        if old is None:
+            return self._missing(res, name)
+        if not q.get("dryRun"):
+            self.emu.commit("DELETED", res.plural, old)
+        self._send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                         "details": {"name": name, "kind": res.plural, "uid": old["metadata"]["uid"]}})
+
+    # ------------------------------------------------------------ pods
+
+    def _pods_and_events(self, ns: str, kind: str, name: str | None, sub: str | None, body: Any, q: dict,
+                         query: dict[str, list[str]]) -> None:
+        handler = {
             ("GET", "pods", False, None): lambda: self._list_pods(ns, q),
             ("POST", "pods", False, None): lambda: self._create_pod(ns, body),
             ("GET", "pods", True, None): lambda: self._read_pod(ns, name),
@@ -396,21 +886,13 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "pods", True, "exec"): lambda: self._exec(ns, name, query),
             ("POST", "pods", True, "exec"): lambda: self._exec(ns, name, query),
             ("GET", "events", False, None): lambda: self._events(ns, q),
-            ("GET", "secrets", False, None): lambda: self._list_secrets(ns, q),
-            ("POST", "secrets", False, None): lambda: self._create_secret(ns, body),
-            ("GET", "secrets", True, None): lambda: self._read_secret(ns, name),
-        }
-        handler = handlers.get(route)
+        }.get((self.command, kind, name is not None, sub))
         if handler is None:
             return self._not_found()
         handler()
 
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
-
     def _pod(self, ns: str, name: str) -> _Pod | None:
         return self.emu.pods.get((ns, name))
-
-    # ------------------------------------------------------------ pods
 
     def _list_pods(self, ns: str, q: dict) -> None:
         sel = q.get("labelSelector", "")
@@ -425,7 +907,10 @@ class _Handler(BaseHTTPRequestHandler):
         if (ns, body["metadata"]["name"]) in self.emu.pods:
             return self._send(409, _status(409, "AlreadyExists", f"pods \"{body['metadata']['name']}\" already exists"))
         self.emu.created.append(copy.deepcopy(body))
-        pod = _Pod(body, self.emu.outcome_for(body["metadata"].get("labels") or {}))
+        labels = body["metadata"].get("labels") or {}
+        kubelet = self.emu.kubelet_for(labels)
+        handle = kubelet.start(copy.deepcopy(body)) if kubelet is not None else None
+        pod = _Pod(body, self.emu.outcome_for(labels) if handle is None else Outcome(), handle)
         self.emu.pods[(ns, pod.name)] = pod
         self._send(201, pod.view())
 
@@ -448,6 +933,8 @@ class _Handler(BaseHTTPRequestHandler):
         pod = self.emu.pods.pop((ns, name), None)
         if pod is None:
             return self._send(404, _status(404, "NotFound", f"pods \"{name}\" not found"))
+        if pod.handle is not None:
+            pod.handle.kill()
         self._send(200, pod.view())
 
     # ------------------------------------------------------------ logs and events
@@ -464,18 +951,26 @@ class _Handler(BaseHTTPRequestHandler):
             why = ": image can't be pulled" if pod.outcome.image_pull_error and container != SIDECAR else ""
             return self._send(400, _status(400, "BadRequest",
                                            f"container \"{container}\" in pod \"{name}\" is waiting to start{why}"))
-        lines = pod.outcome.logs if container not in pod.init_containers() and container != SIDECAR else []
+        own = container not in pod.init_containers() and container != SIDECAR
         stamps = q.get("timestamps", "").lower() == "true"
+        follow = q.get("follow", "").lower() == "true" and container != SIDECAR
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for i, line in enumerate(lines):
-            prefix = f"{_stamp(start + i * 1e-6)} " if stamps else ""
-            self._chunk(f"{prefix}{line}\n".encode())
-        if q.get("follow", "").lower() == "true" and container != SIDECAR:
-            while pod.finished_at() is None and (ns, name) in self.emu.pods:
-                time.sleep(self.emu.poll)
+        sent = lines = 0
+        while True:  # whole lines as they come; the rest once the container has ended
+            done = not follow or pod.finished_at() is not None or (ns, name) not in self.emu.pods
+            text = pod.log_text() if own else ""
+            upto = len(text) if done else text.rfind("\n") + 1
+            for line in text[sent:upto].splitlines():
+                prefix = f"{_stamp(start + lines * 1e-6)} " if stamps else ""
+                self._chunk(f"{prefix}{line}\n".encode())
+                lines += 1
+            sent = max(sent, upto)
+            if done:
+                break
+            time.sleep(self.emu.poll)
         self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
@@ -527,8 +1022,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         command = " ".join(query.get("command", []))
         if "return.json" in command:
-            xcom = pod.outcome.xcom
-            self._ws_send(1, (json.dumps(xcom) if xcom is not None else EMPTY_XCOM).encode() + b"\n")
+            self._ws_send(1, pod.xcom_text().encode() + b"\n")
         elif query.get("stdin", ["false"])[-1].lower() == "true":
             self._ws_recv()  # the kill command on stdin
             pod.sidecar_stopped = True
@@ -568,33 +1062,6 @@ class _Handler(BaseHTTPRequestHandler):
             return bytes(c ^ mask[i % 4] for i, c in enumerate(data))
         except (ValueError, OSError):
             return b""
-
-    # ------------------------------------------------------------ secrets (helm's release records, JSON)
-
-    def _list_secrets(self, ns: str, q: dict) -> None:
-        sel = q.get("labelSelector", "")
-        items = [copy.deepcopy(s) for (sns, _), s in list(self.emu.secrets.items())
-                 if sns == ns and label_selector_matches(sel, s["metadata"].get("labels") or {})]
-        self._send(200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
-                         "items": items})
-
-    def _create_secret(self, ns: str, body: Any) -> None:
-        if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
-            return self._send(422, _status(422, "Invalid", "emulator: a secret needs metadata.name"))
-        name = body["metadata"]["name"]
-        if (ns, name) in self.emu.secrets:
-            return self._send(409, _status(409, "AlreadyExists", f"secrets \"{name}\" already exists"))
-        secret = dict(copy.deepcopy(body), kind="Secret", apiVersion="v1")
-        secret["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now(),
-                                  resourceVersion="1")
-        self.emu.secrets[(ns, name)] = secret
-        self._send(201, secret)
-
-    def _read_secret(self, ns: str, name: str) -> None:
-        secret = self.emu.secrets.get((ns, name))
-        if secret is None:
-            return self._send(404, _status(404, "NotFound", f"secrets \"{name}\" not found"))
-        self._send(200, secret)
 
 
 def helm_release_secret(release: str, namespace: str, version: int, status: str, config: dict,

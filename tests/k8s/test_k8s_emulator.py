@@ -121,10 +121,10 @@ def test_patch_delete_and_recorded_requests(api):
 
 def test_unknown_requests_get_a_404_that_names_them(api):
     emu, _ = api
-    r = requests.get(f"{emu.url}/apis/batch/v1/namespaces/ns/jobs?limit=5", timeout=5)
+    r = requests.get(f"{emu.url}/apis/batch/v1/namespaces/ns/cronjobs?limit=5", timeout=5)
     assert r.status_code == 404
-    assert r.json()["message"] == "emulator: no route for GET /apis/batch/v1/namespaces/ns/jobs?limit=5"
-    assert emu.requests[-1].path == "/apis/batch/v1/namespaces/ns/jobs"
+    assert r.json()["message"] == "emulator: no route for GET /apis/batch/v1/namespaces/ns/cronjobs?limit=5"
+    assert emu.requests[-1].path == "/apis/batch/v1/namespaces/ns/cronjobs"
 
 
 def terminated(v1, name):
