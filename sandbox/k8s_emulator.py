@@ -355,6 +355,8 @@ class _Pod:
         return pod
 
     def _waiting(self, name: str) -> dict:
+        if self.handle is not None and self.handle.waiting and name != SIDECAR:
+            return dict(self.handle.waiting)  # the local kubelet cannot start it: {"reason", "message"}
         reason = self.outcome.image_pull_error if name != SIDECAR else None
         if reason == "ErrImagePull":
             return {"reason": reason, "message": self.pull_error()}
@@ -443,7 +445,7 @@ class K8sEmulator:
 
         self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="k8s-emulator", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="k8s-emulator", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -473,7 +475,8 @@ class K8sEmulator:
 
     def run_locally(self, selector: dict[str, str], kubelet: Any = None) -> None:
         """Pods whose labels contain `selector` run for real: `kubelet.start(pod) -> handle` (default: a
-        sandbox.kubelet.LocalKubelet of this emulator); the pod's status, logs and XCom come from the handle."""
+        sandbox.kubelet.LocalKubelet of this emulator); the pod's status, logs and XCom come from the handle
+        (started_at, finished_at, exit_code, waiting, logs(), termination_message(), xcom()), delete kill()s it."""
         if kubelet is None:
             from sandbox.kubelet import LocalKubelet
 

@@ -1,6 +1,7 @@
 """The Kubernetes API emulator itself, through the official Python client (what the operator uses underneath)."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -11,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from sandbox import kube_protobuf
 from sandbox.k8s_emulator import K8sEmulator, Outcome, label_selector_matches
 
 
@@ -178,3 +180,241 @@ def test_an_image_that_cannot_be_pulled_keeps_the_pod_pending_and_says_why(api, 
 def test_an_unknown_image_pull_reason_is_refused():
     with pytest.raises(ValueError, match="image_pull_error"):
         Outcome(image_pull_error="Nope")
+
+
+# ------------------------------------------------------------ what real helm needs of an API server
+
+
+@pytest.fixture
+def apps(api, tmp_path):
+    emu, _ = api
+    return client.AppsV1Api(config.new_client_from_config(str(emu.write_kubeconfig(tmp_path / "apps"))))
+
+
+def deployment(name, labels=None, replicas=1):
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}
+
+
+def test_version_discovery_and_openapi(api):
+    emu, v1 = api
+    assert client.VersionApi(v1.api_client).get_code().git_version == "v1.35.0"
+    core = {r["name"]: r for r in requests.get(f"{emu.url}/api/v1", timeout=5).json()["resources"]}
+    assert core["secrets"]["kind"] == "Secret" and core["secrets"]["namespaced"] and "watch" in core["secrets"]["verbs"]
+    groups = {g["name"] for g in requests.get(f"{emu.url}/apis", timeout=5).json()["groups"]}
+    assert groups == {"apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "policy"}
+    kinds = [r["kind"] for r in requests.get(f"{emu.url}/apis/apps/v1", timeout=5).json()["resources"]]
+    assert kinds == ["Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"]
+    paths = requests.get(f"{emu.url}/openapi/v3", timeout=5).json()["paths"]
+    assert requests.get(emu.url + paths["apis/policy/v1"]["serverRelativeURL"], timeout=5).json()["openapi"]
+    v2 = requests.get(f"{emu.url}/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2"
+                                                                  ".v1.0+protobuf"}, timeout=5)
+    assert v2.headers["Content-Type"] == "application/octet-stream"
+    fields = dict(kube_protobuf.fields(v2.content))
+    assert fields[1] == b"2.0" and dict(kube_protobuf.fields(fields[2])) == {1: b"Kubernetes", 2: b"v1.35.0"}
+
+
+def test_a_protobuf_secret_is_stored_and_read_back_as_json(api):
+    emu, v1 = api
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+              "metadata": {"name": "sh.helm.release.v1.r.v1", "labels": {"owner": "helm", "name": "r"}},
+              "data": {"release": base64.b64encode(b"\x00gzipped\xff").decode()}}
+    assert kube_protobuf.decode_secret(kube_protobuf.encode_secret(secret)) == secret
+    r = requests.post(f"{emu.url}/api/v1/namespaces/ns/secrets", data=kube_protobuf.encode_secret(secret),
+                      headers={"Content-Type": kube_protobuf.CONTENT_TYPE}, timeout=5)
+    assert r.status_code == 201
+    read = v1.list_namespaced_secret("ns", label_selector="owner=helm,name=r").items
+    assert [(s.metadata.name, s.type, s.data) for s in read] == [(secret["metadata"]["name"], secret["type"],
+                                                                   secret["data"])]
+    assert emu.secret_data("ns", "sh.helm.release.v1.r.v1") == {"release": b"\x00gzipped\xff"}
+    assert emu.secret_data("ns", "missing") is None
+    other = requests.post(f"{emu.url}/api/v1/namespaces/ns/configmaps", data=b"k8s\x00\x0a\x00",
+                          headers={"Content-Type": kube_protobuf.CONTENT_TYPE}, timeout=5)
+    assert other.status_code == 415
+    with pytest.raises(kube_protobuf.ProtobufError):
+        kube_protobuf.decode_secret(b"{}")
+
+
+def test_objects_get_what_a_server_adds_and_honour_selectors(api, apps):
+    emu, _ = api
+    made = apps.create_namespaced_deployment("ns", deployment("hub", {"tier": "hub"}))
+    assert made.metadata.uid and made.metadata.creation_timestamp and made.metadata.generation == 1
+    assert (made.status.ready_replicas, made.status.observed_generation) == (1, 1)
+    apps.create_namespaced_deployment("ns", deployment("proxy", {"tier": "proxy"}))
+    apps.create_namespaced_deployment("other", deployment("hub", {"tier": "hub"}))
+    names = lambda **kw: sorted(d.metadata.name for d in apps.list_namespaced_deployment("ns", **kw).items)  # noqa
+    assert names(label_selector="tier=hub") == ["hub"] and names(field_selector="metadata.name=proxy") == ["proxy"]
+    assert len(apps.list_deployment_for_all_namespaces(label_selector="tier=hub").items) == 2
+    labelled = apps.patch_namespaced_deployment("hub", "ns", {"metadata": {"labels": {"x": "y"}}})
+    assert labelled.metadata.generation == 1 and int(labelled.metadata.resource_version) > \
+        int(made.metadata.resource_version)
+    scaled = apps.patch_namespaced_deployment("hub", "ns", {"spec": {"replicas": 3}})
+    assert (scaled.metadata.generation, scaled.status.ready_replicas, scaled.metadata.labels["x"]) == (2, 3, "y")
+    with pytest.raises(ApiException) as err:
+        apps.replace_namespaced_deployment("hub", "ns", made)  # made's resourceVersion is stale
+    assert err.value.status == 409
+    with pytest.raises(ApiException) as err:
+        apps.create_namespaced_deployment("ns", deployment("hub"))
+    assert err.value.status == 409
+    apps.delete_namespaced_deployment("hub", "ns")
+    assert emu.get("deployments", "ns", "hub") is None and emu.get("deployments", "other", "hub") is not None
+
+
+def test_json_patch_and_server_side_apply(api):
+    emu, _ = api
+    url = f"{emu.url}/api/v1/namespaces/ns/configmaps/c"
+    applied = requests.patch(f"{url}?fieldManager=helm&fieldValidation=Strict", timeout=5,
+                             headers={"Content-Type": "application/apply-patch+yaml"},
+                             data="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: '1', b: '2'}\n")
+    assert applied.status_code == 201 and applied.json()["metadata"]["managedFields"][0]["manager"] == "helm"
+    again = requests.patch(f"{url}?fieldManager=helm", headers={"Content-Type": "application/apply-patch+yaml"},
+                           data="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: '3'}\n", timeout=5)
+    assert again.status_code == 200 and again.json()["data"] == {"a": "3"}  # what helm no longer applies goes
+    assert again.json()["metadata"]["uid"] == applied.json()["metadata"]["uid"]
+    patched = requests.patch(url, headers={"Content-Type": "application/json-patch+json"}, timeout=5,
+                             json=[{"op": "test", "path": "/data/a", "value": "3"},
+                                   {"op": "add", "path": "/data/b~1c", "value": "4"},
+                                   {"op": "remove", "path": "/data/a"}])
+    assert patched.json()["data"] == {"b/c": "4"}
+    failed = requests.patch(url, headers={"Content-Type": "application/json-patch+json"}, timeout=5,
+                            json=[{"op": "test", "path": "/data/b~1c", "value": "5"}])
+    assert failed.status_code == 422 and emu.get("configmaps", "ns", "c")["data"] == {"b/c": "4"}
+
+
+def test_watches_send_changes_after_a_resource_version_or_the_initial_state_then_a_bookmark(api):
+    from kubernetes import watch
+
+    emu, v1 = api
+    v1.create_namespaced_config_map("ns", {"metadata": {"name": "a"}})
+    since = v1.list_namespaced_config_map("ns").metadata.resource_version
+    v1.create_namespaced_config_map("ns", {"metadata": {"name": "b"}, "data": {"k": "v"}})
+    v1.create_namespaced_config_map("elsewhere", {"metadata": {"name": "c"}})
+    v1.delete_namespaced_config_map("a", "ns")
+    events = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(
+        v1.list_namespaced_config_map, "ns", resource_version=since, timeout_seconds=1)]
+    assert events == [("ADDED", "b"), ("DELETED", "a")]
+    r = requests.get(f"{emu.url}/api/v1/namespaces/ns/configmaps?watch=true&sendInitialEvents=true"
+                     f"&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", timeout=5)
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in lines] == [("ADDED", "b"), ("BOOKMARK", None)]
+    assert lines[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_workloads_are_ready_unless_scripted_never_to_be(api, apps):
+    emu, v1 = api
+    apps.create_namespaced_deployment("ns", deployment("hub"))
+    emu.never_ready(kind="Deployment", name="hub")
+    assert apps.read_namespaced_deployment("hub", "ns").status.ready_replicas == 1  # the version already written
+    broken = apps.patch_namespaced_deployment("hub", "ns", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "i:broken"}]}}}}).status
+    assert (broken.ready_replicas, broken.available_replicas, broken.updated_replicas) == (0, 0, 1)
+    assert {c.type: c.status for c in broken.conditions} == {"Available": "False", "Progressing": "True"}
+    fixed = apps.patch_namespaced_deployment("hub", "ns", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "i:1"}]}}}}).status
+    assert fixed.ready_replicas == 1
+    emu.never_ready(kind="PersistentVolumeClaim", name="home", namespace="ns")
+    for ns in ("ns", "other"):
+        v1.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": "home"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    assert [v1.read_namespaced_persistent_volume_claim("home", ns).status.phase for ns in ("ns", "other")] == \
+        ["Pending", "Bound"]
+    sts = client.AppsV1Api(v1.api_client).create_namespaced_stateful_set("ns", {
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"a": "b"}},
+                                             "template": deployment("db")["spec"]["template"]}}).status
+    assert (sts.ready_replicas, sts.current_revision == sts.update_revision) == (2, True)
+    job = client.BatchV1Api(v1.api_client).create_namespaced_job("ns", {
+        "metadata": {"name": "j"}, "spec": {"template": deployment("j")["spec"]["template"]}}).status
+    assert (job.succeeded, job.conditions[0].type) == (1, "Complete")
+
+
+def test_leaks_finds_a_string_sent_anywhere_but_to_a_secret(api):
+    emu, v1 = api
+    v1.create_namespaced_secret("ns", {"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}})
+    assert emu.leaks("hunter2") == []
+    body = pod("p", {})
+    body["spec"]["containers"][0]["args"] = ["--password", "hunter2"]
+    v1.create_namespaced_pod("ns", body)
+    assert [(r.method, r.path) for r in emu.leaks("hunter2")] == [("POST", "/api/v1/namespaces/ns/pods")]
+
+
+# ------------------------------------------------------------ pods run by the local kubelet
+
+
+class FakeHandle:
+    """What sandbox.kubelet hands back, played by the test."""
+
+    def __init__(self, body):
+        self.body = body
+        self.started_at = self.finished_at = self.exit_code = None
+        self.waiting = None
+        self.output, self.message, self.result, self.killed = "", None, None, False
+
+    def logs(self):
+        return self.output
+
+    def termination_message(self):
+        return self.message
+
+    def xcom(self):
+        return self.result
+
+    def kill(self):
+        self.killed = True
+
+
+class FakeKubelet:
+    def __init__(self):
+        self.handles = []
+
+    def start(self, body):
+        self.handles.append(FakeHandle(body))
+        return self.handles[-1]
+
+
+def test_a_locally_run_pod_takes_its_status_logs_and_xcom_from_the_kubelet(api):
+    emu, v1 = api
+    kubelet = FakeKubelet()
+    emu.run_locally({"run": "local"}, kubelet=kubelet)
+    emu.script({}, xcom={"scripted": True})
+    v1.create_namespaced_pod("ns", pod("p", {"run": "local", "hub": "a"}, sidecar=True))
+    v1.create_namespaced_pod("ns", pod("q", {"hub": "b"}))
+    (handle,) = kubelet.handles
+    assert handle.body["metadata"]["name"] == "p" and handle.body["metadata"]["namespace"] == "ns"
+    state = lambda: v1.read_namespaced_pod("p", "ns").status  # noqa: E731
+    assert state().phase == "Pending" and state().container_statuses[0].state.waiting.reason == "ContainerCreating"
+    handle.started_at, handle.output = time.time(), "first line\nsecond "
+    assert state().phase == "Running"
+    logs = requests.get(f"{emu.url}/api/v1/namespaces/ns/pods/p/log?container=base&follow=True", stream=True,
+                        timeout=5)
+    lines = logs.iter_lines()
+    assert next(lines) == b"first line"  # streamed while the pod runs
+    handle.output += "half\nno newline at the end"
+    handle.finished_at, handle.exit_code, handle.message = time.time(), 3, "release a: failed"
+    assert list(lines) == [b"second half", b"no newline at the end"]
+    done = state()
+    assert done.phase == "Failed"
+    assert (done.container_statuses[0].state.terminated.exit_code, done.container_statuses[0].state.terminated.message,
+            done.container_statuses[0].state.terminated.reason) == (3, "release a: failed", "Error")
+    handle.result = '{"revision": 2}'
+    ws = stream(v1.connect_get_namespaced_pod_exec, "p", "ns", container="airflow-xcom-sidecar",
+                command=["/bin/sh", "-c", "cat /airflow/xcom/return.json"], stdout=True, stderr=True, stdin=False,
+                tty=False, _preload_content=False)
+    ws.run_forever(timeout=5)
+    assert json.loads(ws.read_stdout()) == {"revision": 2}
+    v1.delete_namespaced_pod("p", "ns")
+    assert handle.killed
+    assert v1.read_namespaced_pod("q", "ns").status.phase == "Succeeded"  # scripted as before
+
+
+def test_a_pod_the_local_kubelet_cannot_start_waits_saying_why(api):
+    emu, v1 = api
+    kubelet = FakeKubelet()
+    emu.run_locally({}, kubelet=kubelet)
+    v1.create_namespaced_pod("ns", pod("p", {}))
+    kubelet.handles[0].waiting = {"reason": "CreateContainerConfigError", "message": 'secret "sops-age" not found'}
+    waiting = v1.read_namespaced_pod("p", "ns").status.container_statuses[0].state.waiting
+    assert (waiting.reason, waiting.message) == ("CreateContainerConfigError", 'secret "sops-age" not found')
+    emu.reset()
+    assert kubelet.handles[0].killed
