@@ -804,6 +804,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             meta.update(uid=old["metadata"]["uid"], creationTimestamp=old["metadata"]["creationTimestamp"],
                         generation=old["metadata"]["generation"] + (_content(obj) != _content(old)))
+        if res.kind == "Service" and (spec := obj.setdefault("spec", {})).get("type") != "ExternalName" \
+                and not spec.get("clusterIP"):  # the server allocates it, and keeps it across applies
+            kept = ((old or {}).get("spec") or {}).get("clusterIP")
+            spec["clusterIP"] = kept or "10.96.{}.{}".format(*hashlib.sha1(f"{ns}/{meta['name']}".encode()).digest()[:2])
+            spec["clusterIPs"] = [spec["clusterIP"]]
         if manager:
             meta["managedFields"] = [{"manager": manager, "operation": "Apply", "apiVersion": res.group_version,
                                       "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]

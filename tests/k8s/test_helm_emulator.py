@@ -51,6 +51,70 @@ spec:
         - name: hub
           image: {{ .Values.image | quote }}
 """,
+    # every other kind the emulator serves, to see each become ready the way helm 4's watcher reads it
+    "templates/more.yaml": "{{- if .Values.everyKind }}\n" + """\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: hub}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: hub}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: hub}
+subjects: [{kind: ServiceAccount, name: hub}]
+roleRef: {kind: Role, name: hub, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: hub-db}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: proxy-public}
+spec: {type: LoadBalancer, selector: {app: proxy}, ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: hub}
+spec: {rules: [{host: hub.example.org}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: hub}
+spec: {podSelector: {matchLabels: {app: hub}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: hub}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: hub}}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db, image: db}]}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: puller}
+spec:
+  selector: {matchLabels: {app: puller}}
+  template: {metadata: {labels: {app: puller}}, spec: {containers: [{name: p, image: p}]}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  template: {spec: {restartPolicy: Never, containers: [{name: j, image: j}]}}
+""" + "{{- end }}\n",
 }
 
 
@@ -139,12 +203,12 @@ def test_a_deployment_that_never_becomes_ready_fails_the_upgrade_and_helm_rolls_
 
 def test_uninstall_removes_the_objects_and_the_records(world):
     emu, ns = world[0], "gone"
-    upgrade(world, ns, "--set", "unused=kept-in-the-release-only")
-    assert emu.get("services", ns, "hub") is not None
+    upgrade(world, ns, "--set", "unused=kept-in-the-release-only", "--set", "everyKind=true", "--wait-for-jobs")
+    assert emu.get("services", ns, "hub")["spec"]["clusterIP"]
+    assert emu.get("persistentvolumeclaims", ns, "hub-db")["status"]["phase"] == "Bound"
     # values reach the objects that template them, and otherwise only helm's release Secret
     assert emu.leaks("kept-in-the-release-only") == [] and emu.leaks("hello") != []
     helm(world, "uninstall", "hub", "--namespace", ns, "--wait", "--timeout", "10s")
-    assert [emu.get(plural, ns, name) for plural, name in (("services", "hub"), ("deployments", "hub"),
-                                                           ("configmaps", "hub-config"))] == [None, None, None]
+    assert [key for key in emu.objects if key[1] == ns] == []
     assert "release: not found" in helm(world, "history", "hub", "--namespace", ns, ok=False).stderr
     assert records(world, ns) == []
