@@ -15,9 +15,9 @@ import requests
 from sandbox.registry_server import RegistryServer
 
 PODMAN_CONF = {
-    # no cgroups here: podman must neither create nor manage any
+    # no cgroups here: podman must neither create nor manage any; its own state stays in this session's folder
     "containers.conf": '[containers]\ncgroups = "disabled"\n[engine]\ncgroup_manager = "cgroupfs"\n'
-                       'events_logger = "none"\n',
+                       'events_logger = "none"\ntmp_dir = "{root}/tmp"\n',
     # the loopback registries speak plain HTTP
     "registries.conf": 'unqualified-search-registries = []\n[[registry]]\nlocation = "127.0.0.1"\ninsecure = true\n',
     "storage.conf": '[storage]\ndriver = "vfs"\nrunroot = "{root}/run"\ngraphroot = "{root}/graph"\n',
