@@ -273,7 +273,8 @@ class _Pod:
         return [c["name"] for c in self.body["spec"].get("initContainers", []) or []]
 
     def container_spec(self, name: str) -> dict:
-        return next(c for c in self.body["spec"].get("containers", []) if c["name"] == name)
+        spec = self.body["spec"]
+        return next(c for c in [*spec.get("containers", []), *(spec.get("initContainers") or [])] if c["name"] == name)
 
     def base_image(self) -> str:
         return next((c.get("image", "") for c in self.body["spec"].get("containers", []) if c["name"] != SIDECAR), "")
@@ -306,11 +307,13 @@ class _Pod:
             return self.handle.exit_code
         return 137 if self.outcome.killed else self.outcome.exit_code
 
-    def log_text(self) -> str:
-        """The base container's output so far."""
+    def log_text(self, container: str) -> str:
+        """A container's output so far (a scripted pod's init containers and the sidecar print nothing)."""
+        if container == SIDECAR:
+            return ""
         if self.handle is not None:
-            return self.handle.logs()
-        return "".join(f"{line}\n" for line in self.outcome.logs)
+            return self.handle.logs(container)
+        return "" if container in self.init_containers() else "".join(f"{line}\n" for line in self.outcome.logs)
 
     def xcom_text(self) -> str:
         """What the sidecar's `cat /airflow/xcom/return.json` prints."""
@@ -336,6 +339,8 @@ class _Pod:
             pod["status"] = status
             return pod
         status["startTime"] = _stamp(start)
+        if self.handle is not None and self.handle.failed_init and end is not None:
+            return self._failed_init(pod, status, start, end)
         status["initContainerStatuses"] = [self._status(c, exit_code=0, start=start, end=start)
                                            for c in self.init_containers()]
         statuses = []
@@ -354,6 +359,23 @@ class _Pod:
         pod["status"] = status
         return pod
 
+    def _failed_init(self, pod: dict, status: dict, start: float, end: float) -> dict:
+        """An init container of a locally run pod failed: it shows terminated, the later ones and the pod's
+        containers never start, the pod has failed (as the kubelet reports it under restartPolicy Never)."""
+        inits, failed = self.init_containers(), self.handle.failed_init
+        before, after = inits[:inits.index(failed)], inits[inits.index(failed) + 1:]
+        waiting = {"reason": "PodInitializing"}
+        status["initContainerStatuses"] = [
+            *(self._status(c, exit_code=0, start=start, end=start) for c in before),
+            self._status(failed, exit_code=self.handle.exit_code, start=start, end=end),
+            *(self._status(c, waiting=waiting) for c in after)]
+        status["containerStatuses"] = [self._status(c, waiting=waiting) for c in self.containers()]
+        status["phase"] = "Failed"
+        status["conditions"] = [{"type": "PodScheduled", "status": "True"},
+                                {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"}]
+        pod["status"] = status
+        return pod
+
     def _waiting(self, name: str) -> dict:
         if self.handle is not None and self.handle.waiting and name != SIDECAR:
             return dict(self.handle.waiting)  # the local kubelet cannot start it: {"reason", "message"}
@@ -368,12 +390,15 @@ class _Pod:
     def termination_message(self, name: str, exit_code: int) -> str | None:
         """What the container wrote, else (FallbackToLogsOnError, non-zero exit) the tail of its logs, as the
         kubelet does: the last 80 lines, at most their last 2048 bytes."""
-        written = self.handle.termination_message() if self.handle is not None else self.outcome.message
+        if self.handle is not None:
+            written = self.handle.termination_message(name)
+        else:
+            written = None if name in self.init_containers() else self.outcome.message
         if written is not None:
             return written
         if exit_code == 0 or self.container_spec(name).get("terminationMessagePolicy") != "FallbackToLogsOnError":
             return None
-        tail = "".join(self.log_text().splitlines(keepends=True)[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:]
+        tail = "".join(self.log_text(name).splitlines(keepends=True)[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:]
         return tail.decode(errors="ignore") or None
 
     def _status(self, name: str, *, waiting: dict | None = None, start: float | None = None,
@@ -476,7 +501,8 @@ class K8sEmulator:
     def run_locally(self, selector: dict[str, str], kubelet: Any = None) -> None:
         """Pods whose labels contain `selector` run for real: `kubelet.start(pod) -> handle` (default: a
         sandbox.kubelet.LocalKubelet of this emulator); the pod's status, logs and XCom come from the handle
-        (started_at, finished_at, exit_code, waiting, logs(), termination_message(), xcom()), delete kill()s it."""
+        (started_at, finished_at, exit_code, waiting, failed_init, logs(container), termination_message(container),
+        xcom()), delete kill()s it."""
         if kubelet is None:
             from sandbox.kubelet import LocalKubelet
 
@@ -959,7 +985,6 @@ class _Handler(BaseHTTPRequestHandler):
             why = ": image can't be pulled" if pod.outcome.image_pull_error and container != SIDECAR else ""
             return self._send(400, _status(400, "BadRequest",
                                            f"container \"{container}\" in pod \"{name}\" is waiting to start{why}"))
-        own = container not in pod.init_containers() and container != SIDECAR
         stamps = q.get("timestamps", "").lower() == "true"
         follow = q.get("follow", "").lower() == "true" and container != SIDECAR
         self.send_response(200)
@@ -969,7 +994,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = lines = 0
         while True:  # whole lines as they come; the rest once the container has ended
             done = not follow or pod.finished_at() is not None or (ns, name) not in self.emu.pods
-            text = pod.log_text() if own else ""
+            text = pod.log_text(container)
             upto = len(text) if done else text.rfind("\n") + 1
             for line in text[sent:upto].splitlines():
                 prefix = f"{_stamp(start + lines * 1e-6)} " if stamps else ""

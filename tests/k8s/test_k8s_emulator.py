@@ -348,14 +348,15 @@ class FakeHandle:
     def __init__(self, body):
         self.body = body
         self.started_at = self.finished_at = self.exit_code = None
-        self.waiting = None
+        self.waiting = self.failed_init = None
         self.output, self.message, self.result, self.killed = "", None, None, False
+        self.init_output = {}
 
-    def logs(self):
-        return self.output
+    def logs(self, container=None):
+        return self.init_output.get(container, self.output)
 
-    def termination_message(self):
-        return self.message
+    def termination_message(self, container=None):
+        return self.message if container in (None, "base") else None
 
     def xcom(self):
         return self.result
@@ -418,3 +419,26 @@ def test_a_pod_the_local_kubelet_cannot_start_waits_saying_why(api):
     assert (waiting.reason, waiting.message) == ("CreateContainerConfigError", 'secret "sops-age" not found')
     emu.reset()
     assert kubelet.handles[0].killed
+
+
+def test_a_failed_init_container_of_a_locally_run_pod_fails_the_pod_before_its_containers_start(api):
+    emu, v1 = api
+    kubelet = FakeKubelet()
+    emu.run_locally({}, kubelet=kubelet)
+    body = pod("p", {}, sidecar=True, policy="FallbackToLogsOnError")
+    body["spec"]["initContainers"] = [{"name": "clone", "image": "git", "terminationMessagePolicy":
+                                       "FallbackToLogsOnError"}, {"name": "later", "image": "git"}]
+    v1.create_namespaced_pod("ns", body)
+    (handle,) = kubelet.handles
+    handle.init_output["clone"] = "cloning\nfatal: repository not found\n"
+    handle.started_at = handle.finished_at = time.time()
+    handle.exit_code, handle.failed_init = 128, "clone"
+    status = v1.read_namespaced_pod("p", "ns").status
+    assert status.phase == "Failed"
+    clone, later = status.init_container_statuses
+    assert (clone.state.terminated.exit_code, clone.state.terminated.message) == (
+        128, "cloning\nfatal: repository not found\n")  # the kubelet's fallback to the log tail
+    assert later.state.waiting.reason == "PodInitializing"
+    assert [c.state.waiting.reason for c in status.container_statuses] == ["PodInitializing"] * 2
+    assert v1.read_namespaced_pod_log("p", "ns", container="clone", _preload_content=False).data == \
+        b"cloning\nfatal: repository not found\n"
