@@ -137,7 +137,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        """Stop every process started here (SIGTERM to each group, SIGKILL after 20 s), drop the databases and
+        """Stop every process started here (SIGTERM to each group, SIGKILL after 10 s), drop the databases and
         the broker's keys. Safe to call twice."""
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -145,7 +145,7 @@ class Stack:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         for proc in self.procs.values():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))

@@ -1,0 +1,83 @@
+"""The production topology natively: PostgreSQL, Redis, api-server, scheduler, dag-processor, triggerer and a
+Celery worker (sandbox/stack.py) over the sandbox world. A merge pushed with real git to the staging branch is
+picked up by the branch watcher in the triggerer (no manual trigger); the run's tasks execute on the Celery worker,
+its helm upgrade pod reaches the Kubernetes emulator, and the promotion PR is opened on the GitHub emulator. At the
+end every process the stack started is gone and its databases are dropped."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from sandbox.sample_repo import commit, git
+from sandbox.stack import POSTGRES, Stack
+from sandbox.world import Cluster, Deployment
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+DAG = "hubflow_deploy_staging"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_merge_deploys_through_the_branch_watcher_on_celery(tmp_path):
+    with Stack(tmp_path / "stack", concurrency=4) as stack, ThreadPoolExecutor(1) as pool:
+        migrated = pool.submit(stack.migrate)  # meanwhile the cluster starts (its JupyterHub takes a while)
+        cluster = Cluster(tmp_path / "cluster")
+        deployment = Deployment(tmp_path / "deployment", cluster, poll_seconds=5)
+        try:
+            cluster.upgrades_succeed(seconds=1)
+            deployment.ledger_url = stack.database("ledger")
+            migrated.result()
+            baselined = pool.submit(deployment.baseline)  # while the components start
+            stack.start(deployment.environment())
+            baselined.result()
+            stack.unpause(DAG)
+            # the watcher's first answered poll is its baseline: a merge after it is a change
+            stack.wait_for("the branch watcher's first poll of staging", lambda: any(
+                r.status == 200 for r in deployment.github.requests_to("GET", "*/commits/staging")), timeout=120)
+            work = deployment.root / "work"
+            merge = commit(work, "data8: larger notebooks", {
+                "deployments/data8/config/common.yaml": "jupyterhub:\n  custom:\n    hub: data8\n    size: 2\n"})
+            git(work, "push", "-q", "origin", "staging")
+
+            run = stack.wait_run(DAG, timeout=180)
+            tis = stack.task_instances(DAG, run["dag_run_id"])
+            assert run["state"] == "success", (
+                {(t["task_id"], t["map_index"]): t["state"] for t in tis}, stack.tails())
+            assert run["run_type"] == "asset_triggered"
+            ran = {ti["task_id"] for ti in tis if ti["state"] == "success"}
+            assert {"resolve", "plan", "rest.upgrade", "rest.verify", "succeed", "record"} <= ran
+
+            worker = stack.log("worker")
+            assert run["dag_run_id"] in worker
+            for task_id in ran:
+                assert f"task_id='{task_id}'" in worker, f"{task_id} did not run on the Celery worker"
+
+            upgrades = [r.body["metadata"]["labels"] for r in cluster.k8s.calls("POST", "/pods")
+                        if r.body["metadata"]["labels"].get("hubflow.io/kind") == "upgrade"]
+            assert [(labels["hubflow.io/hub"], labels["hubflow.io/env"]) for labels in upgrades] == [
+                ("data8", "staging")]
+
+            promotions = [p for p in deployment.github.pulls.values()
+                          if (p["head"], p["base"], p["state"]) == ("staging", "prod", "open")]
+            assert len(promotions) == 1, deployment.github.pulls
+            assert deployment.github.head("staging") == merge
+            groups, databases = [p.pid for p in stack.procs.values()], list(stack.databases)
+            assert len(groups) == 5
+        finally:
+            deployment.stop()
+            cluster.stop()
+
+    assert [pid for pid in groups if alive(pid)] == []
+    with psycopg.connect(f"{POSTGRES}/postgres") as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (databases,)).fetchall()
+    assert left == []
