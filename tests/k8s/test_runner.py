@@ -174,13 +174,13 @@ def test_a_hub_that_never_becomes_ready_is_rolled_back_by_helm_and_says_so(runne
     assert runner(*upgrade_args, **key).returncode == 0
     cluster.never_ready(kind="Deployment", name=RELEASE, namespace=NS)
     later = "c" * 40
-    proc = runner(*image_tag(timeout(revision(upgrade_args, later), "2s"), "broken"), **key)
+    proc = runner(*image_tag(timeout(revision(upgrade_args, later), "3s"), "broken"), **key)
     assert proc.returncode == 1
     # helm 4's own wording, classified
     assert "has been rolled back due to rollback-on-failure being set" in proc.stderr
     assert f"resource Deployment/{NS}/{RELEASE} not ready" in proc.stderr
     assert runner.termination(proc) == (
-        f"{HUB}: helm upgrade to staging {later} failed: the hub was not ready within 2s; "
+        f"{HUB}: helm upgrade to staging {later} failed: the hub was not ready within 3s; "
         f"the upgrade failed and helm rolled the release back to revision 1 (now revision 3, deployed)")
     assert (runner.result()["previous_revision"], runner.result()["revision"]) == (1, 3)
     (_, status, why), back = runner.history()[1:]
