@@ -82,7 +82,9 @@ def test_manifests_with_a_base_end_with_their_diff(settings_file, repo):
     assert f"# hub physics is not in the fleet at {base[:12]}: all of it is new\n" in hubs["physics"]
 
 
-def test_an_unvendored_chart_is_named_by_the_plan_and_render_tries_to_fetch_it(settings_file, tmp_path):
+def test_an_unvendored_chart_is_named_by_the_plan_and_render_tries_to_fetch_it(settings_file, repo, tmp_path):
+    out = hubflow(settings_file, "plan", "--head", "staging", "--repo", str(repo[0]))
+    assert out.returncode == 0 and "datahub" in out.stdout and "warning" not in out.stdout  # the sample vendors
     root = tmp_path / "unvendored"
     closed = f"127.0.0.1:{free_port()}"
     write_files(root, sample_files(registry=closed))
