@@ -13,7 +13,7 @@ in RESOURCES is kept in a store with what a real API server adds (uid, resourceV
     PATCH  /api/v1/namespaces/{ns}/pods/{name}                        merge patch (the already_checked label)
     DELETE /api/v1/namespaces/{ns}/pods/{name}                        delete (kills a locally run pod)
     GET    /api/v1/namespaces/{ns}/pods/{name}/log                    logs; follow=True streams until the container ends
-    GET    /api/v1/namespaces/{ns}/pods/{name}/exec                   websocket (v4.channel.k8s.io): XCom read, sidecar stop
+    GET    /api/v1/namespaces/{ns}/pods/{name}/exec                   websocket (v4.channel.k8s.io): XCom, sidecar stop
     GET    /api/v1/namespaces/{ns}/events?fieldSelector=...           events of a pod (list, or watch=True)
     any other resource, under /api/v1 or /apis/{group}/{version}, [namespaces/{ns}/]{plural}[/{name}]:
            list and watch (labelSelector, fieldSelector, resourceVersion), create (JSON; Secrets also as protobuf,
@@ -30,6 +30,7 @@ recorded (`requests`; `leaks(text)` finds text sent anywhere but in a Secret).
     emu.never_ready(kind="Deployment", name="hub")  # helm --wait times out on it
     emu.run_locally({"hubflow.io/kind": "upgrade"})  # sandbox.kubelet.LocalKubelet runs these pods
     emu.write_kubeconfig(path)
+    emu.get("deployments", "ns", "hub"), emu.secret_data("ns", "name")  # an object as served; a Secret's bytes
 """
 from __future__ import annotations
 
@@ -833,7 +834,8 @@ class _Handler(BaseHTTPRequestHandler):
         if res.kind == "Service" and (spec := obj.setdefault("spec", {})).get("type") != "ExternalName" \
                 and not spec.get("clusterIP"):  # the server allocates it, and keeps it across applies
             kept = ((old or {}).get("spec") or {}).get("clusterIP")
-            spec["clusterIP"] = kept or "10.96.{}.{}".format(*hashlib.sha1(f"{ns}/{meta['name']}".encode()).digest()[:2])
+            a, b = hashlib.sha1(f"{ns}/{meta['name']}".encode()).digest()[:2]
+            spec["clusterIP"] = kept or f"10.96.{a}.{b}"
             spec["clusterIPs"] = [spec["clusterIP"]]
         if manager:
             meta["managedFields"] = [{"manager": manager, "operation": "Apply", "apiVersion": res.group_version,

@@ -175,7 +175,8 @@ def test_install_upgrade_rollback_and_status_as_helm_and_hubflow_read_them(world
                                   (3, "deployed", "Rollback to 1")]
     assert emu.get("configmaps", ns, "hub-config")["data"] == {"message": "hello"}
     status = json.loads(helm(world, "status", "hub", "--namespace", ns, "--output", "json").stdout)
-    assert (status["version"], status["info"]["status"], status["info"]["description"]) == (3, "deployed", "Rollback to 1")
+    assert (status["version"], status["info"]["status"], status["info"]["description"]) == \
+        (3, "deployed", "Rollback to 1")
 
     read = records(world, ns)
     assert [(r.version, r.status) for r in read] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]

@@ -321,7 +321,8 @@ def test_workloads_are_ready_unless_scripted_never_to_be(api, apps):
     assert [v1.read_namespaced_persistent_volume_claim("home", ns).status.phase for ns in ("ns", "other")] == \
         ["Pending", "Bound"]
     sts = client.AppsV1Api(v1.api_client).create_namespaced_stateful_set("ns", {
-        "metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"a": "b"}},
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db",
+                                             "selector": {"matchLabels": {"a": "b"}},
                                              "template": deployment("db")["spec"]["template"]}}).status
     assert (sts.ready_replicas, sts.current_revision == sts.update_revision) == (2, True)
     job = client.BatchV1Api(v1.api_client).create_namespaced_job("ns", {
