@@ -649,7 +649,7 @@ def _json_patch(doc: dict, ops: list[dict]) -> dict:
 
 
 def _content(obj: dict) -> dict:
-    """What a change to bumps metadata.generation (everything but metadata and status)."""
+    """The part of an object whose change bumps metadata.generation (all but metadata and status)."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
@@ -811,12 +811,13 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def _invalid(self, res: Resource, body: Any) -> bool:
-        if isinstance(body, dict) and (body.get("metadata") or {}).get("name"):
+        """Refuse, saying why, a body that is no object with a name."""
+        if isinstance(body, bytes):
+            self._send(415, _status(415, "UnsupportedMediaType", "emulator: only Secrets may be sent as protobuf"))
+        elif not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
+            self._send(422, _status(422, "Invalid", f"emulator: a {res.kind} needs a JSON body with metadata.name"))
+        else:
             return False
-        self._send(422 if not isinstance(body, bytes) else 415,
-                   _status(422, "Invalid", f"emulator: a {res.kind} needs a JSON body with metadata.name")
-                   if not isinstance(body, bytes) else
-                   _status(415, "UnsupportedMediaType", "emulator: only Secrets may be sent as protobuf"))
         return True
 
     def _write(self, res: Resource, ns: str, body: dict, old: dict | None, q: dict, manager: str | None = None) -> dict:
