@@ -82,13 +82,13 @@ class Container:
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int | None = None
-    lines: list[tuple[float, str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
 
     def log(self, text: str) -> None:
-        self.lines.append((time.time(), text))
+        self.lines.append(text)
 
     def logs(self) -> str:
-        return "".join(text for _, text in list(self.lines))
+        return "".join(list(self.lines))
 
     def termination_message(self) -> str | None:
         """What the container wrote to its terminationMessagePath, else (FallbackToLogsOnError, failed) its log
@@ -103,8 +103,7 @@ class Container:
                 return written
         if self.exit_code == 0 or self.policy != "FallbackToLogsOnError":
             return None
-        lines = [text for _, text in list(self.lines)][-FALLBACK_LINES:]
-        tail = "".join(lines).encode()[-FALLBACK_BYTES:].decode(errors="ignore")
+        tail = "".join(list(self.lines)[-FALLBACK_LINES:]).encode()[-FALLBACK_BYTES:].decode(errors="ignore")
         return tail or None
 
 
@@ -331,39 +330,33 @@ class LocalPod:
         """The container's own environment: envFrom first, then env (which wins), Secret references resolved."""
         env: dict[str, str] = {}
         for source in spec.get("envFrom") or []:
-            ref = source.get("secretRef") or source.get("configMapRef") or {}
-            data = self._secret(ref, "secret" if "secretRef" in source else "configmap")
-            env.update({source.get("prefix", "") + k: v.decode() for k, v in (data or {}).items()
-                        if _ENV_NAME.fullmatch(source.get("prefix", "") + k)})
+            if "secretRef" not in source:
+                raise CannotStart("CreateContainerConfigError", f"local kubelet: envFrom {sorted(source)} is not "
+                                                                f"supported")
+            prefix, data = source.get("prefix", ""), self._secret(source["secretRef"]) or {}
+            env.update({prefix + k: v.decode() for k, v in data.items() if _ENV_NAME.fullmatch(prefix + k)})
         for var in spec.get("env") or []:
-            if "value" in var or "valueFrom" not in var:
+            source = var.get("valueFrom")
+            if source is None:
                 env[var["name"]] = path(var.get("value", ""))
-                continue
-            source = var["valueFrom"]
-            if "secretKeyRef" in source or "configMapKeyRef" in source:
-                kind = "secret" if "secretKeyRef" in source else "configmap"
-                ref = source.get("secretKeyRef") or source["configMapKeyRef"]
-                data = self._secret(ref, kind)
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                data = self._secret(ref)
                 if data is not None and ref["key"] in data:
                     env[var["name"]] = data[ref["key"]].decode()
                 elif data is not None and not ref.get("optional"):
-                    raise CannotStart("CreateContainerConfigError", f"couldn't find key {ref['key']} in "
-                                                                    f"{kind.title()} {self.namespace}/{ref['name']}")
-            elif "fieldRef" in source:
-                fields = {"metadata.name": self.name, "metadata.namespace": self.namespace,
-                          "spec.serviceAccountName": self.body["spec"].get("serviceAccountName", "default"),
-                          "spec.nodeName": "local-kubelet", "status.podIP": "127.0.0.1"}
-                env[var["name"]] = fields.get(source["fieldRef"]["fieldPath"], "")
+                    raise CannotStart("CreateContainerConfigError",
+                                      f"couldn't find key {ref['key']} in Secret {self.namespace}/{ref['name']}")
             else:
                 raise CannotStart("CreateContainerConfigError",
-                                  f"local kubelet: env {var['name']} comes from {sorted(source)}: not supported")
+                                  f"local kubelet: env {var['name']} from {sorted(source)} is not supported")
         return env
 
-    def _secret(self, ref: dict, kind: str) -> dict[str, bytes] | None:
-        """A Secret's data (a ConfigMap: the emulator keeps none), None when missing and optional."""
-        data = self.kubelet.emulator.secret_data(self.namespace, ref["name"]) if kind == "secret" else None
+    def _secret(self, ref: dict) -> dict[str, bytes] | None:
+        """A Secret's data from the emulator's store; None when it is missing and optional."""
+        data = self.kubelet.emulator.secret_data(self.namespace, ref["name"])
         if data is None and not ref.get("optional"):
-            raise CannotStart("CreateContainerConfigError", f'{kind} "{ref["name"]}" not found')
+            raise CannotStart("CreateContainerConfigError", f'secret "{ref["name"]}" not found')
         return data
 
     def _kubeconfig(self) -> Path:

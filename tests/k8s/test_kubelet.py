@@ -2,15 +2,14 @@
 processes with real git, the real runner, real helm and sops, against the Kubernetes and GitHub emulators."""
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from sandbox.sample_repo import SECRET_VALUE, TEST_AGE_KEY
 
@@ -48,15 +47,13 @@ def start(emulator):
 
 
 def create_secret(emulator, namespace: str, body: dict) -> None:
-    """Through the API, as `kubectl create secret` does."""
-    request = urllib.request.Request(f"{emulator.url}/api/v1/namespaces/{namespace}/secrets",
-                                     data=json.dumps({"apiVersion": "v1", "kind": "Secret", **body}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request).close()
+    """Through the API, as an operator creates it."""
+    r = requests.post(f"{emulator.url}/api/v1/namespaces/{namespace}/secrets", json=body, timeout=10)
+    assert r.status_code == 201, r.text
 
 
 def secret(name: str, **data: str) -> dict:
-    return {"metadata": {"name": name}, "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    return {"metadata": {"name": name}, "stringData": data}
 
 
 def pod_of(settings, kind, part, name):
@@ -153,6 +150,22 @@ def test_an_image_hubflow_does_not_know_never_starts(start, settings):
     assert pod.waiting["reason"] == "ErrImagePull"
     assert 'image "docker.io/library/busybox:1.37" cannot run here' in pod.waiting["message"]
     assert pod.started_at is None and pod.finished_at is None
+
+
+def test_a_known_image_runs_only_its_own_command_and_the_log_tail_becomes_the_message(start, settings, tmp_path):
+    """Never a shell: the runner image asked for `sh -c` exits 127; with no message written, the kubelet takes the
+    log's tail (FallbackToLogsOnError)."""
+    from hubflow.k8s import pods
+
+    body = pod_of(settings, "status", pods.helm_status_pod(settings, settings.environment("staging"), "data8"),
+                  "status-data8")
+    marker = tmp_path / "ran"
+    body["spec"]["containers"][0]["command"] = ["sh", "-c", f"touch {marker}"]
+    pod = start(body)
+    assert pod.wait(10) == 127
+    assert pod.termination_message() == pod.logs() == (
+        "local kubelet: ghcr.io/hubflow/runner:0.1.0 runs only hubflow-runner here, not 'sh'\n")
+    assert not marker.exists()
 
 
 def test_a_missing_secret_that_is_not_optional_keeps_the_pod_waiting(start, world, plan):
