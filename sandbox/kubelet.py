@@ -159,9 +159,9 @@ class LocalPod:
             proc, ended = self._proc, self._ended
         if ended:
             shutil.rmtree(self.root, ignore_errors=True)
-        elif proc is not None and proc.poll() is None:
+        elif proc is not None:
             _signal(proc, signal.SIGTERM)
-            timer = threading.Timer(self.grace, _signal, (proc, signal.SIGKILL))  # the whole group, if any is left
+            timer = threading.Timer(self.grace, _signal, (proc, signal.SIGKILL))  # what is left of the group
             timer.daemon = True
             timer.start()
 
@@ -367,10 +367,13 @@ class LocalPod:
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+    """Signal the process group of `proc`, never another's: until `proc` is reaped (its output is read to the end
+    first, so a child that keeps it open keeps it unreaped), its group id cannot be reused."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 class LocalKubelet:

@@ -233,6 +233,7 @@ def test_an_upgrade_pod_decrypts_with_an_age_key_mounted_from_a_secret(start, em
 
 
 @pytest.mark.airflow
+@pytest.mark.slow
 def test_the_real_pod_operator_runs_an_upgrade_on_the_local_kubelet_and_reads_its_xcom(emulator, world, plan,
                                                                                      capfd):
     """The emulator hands upgrade pods to its local kubelet: the unmodified KubernetesPodOperator (as
