@@ -65,7 +65,7 @@ def test_failed_verification_rolls_back_reverts_holds_and_leaves_prod_alone(sand
     run = sandbox.run("staging")
     assert run.state == "failed"
     s = states(run)
-    assert s["verify[0]"] == "failed" and s["succeed"] == "skipped" and s["rollback[0]"] == "success"
+    assert s["rest.verify[0]"] == "failed" and s["succeed"] == "skipped" and s["rollback[0]"] == "success"
     assert "hubflow-no-such-package" in sandbox.log
     # built (the tag was new), deployed, then rolled back to the helm revision recorded before the upgrade
     assert [p["metadata"]["labels"]["hubflow.io/image"] for p in sandbox.pods("build")] == ["datascience"]

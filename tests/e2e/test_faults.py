@@ -174,7 +174,7 @@ def test_4_5_a_worker_killed_while_a_helm_pod_runs_is_retried_and_reattaches_to_
     monkeypatch.setattr(KubernetesPodOperator, "cleanup", no_cleanup_by_the_dead)
     run = sandbox.run("staging")
     assert run.state == "success", states(run)
-    assert af.task_instances(run)[("deploy", 0)].try_number == 2
+    assert af.task_instances(run)[("rest.upgrade", 0)].try_number == 2
     upgrades = sandbox.pods("upgrade")
     assert len(upgrades) == 1 and upgrades[0]["metadata"]["name"] == died[0]  # re-attached, never a second pod
     assert "Reusing existing pod" in sandbox.log
@@ -201,8 +201,8 @@ def test_6_a_platform_fault_in_the_helm_pod_holds_and_reverts_nothing(sandbox, f
     sandbox.k8s.script({"hubflow.io/kind": "upgrade"}, **fault)
     revision = one_hub_merge(sandbox)
     run = sandbox.run("staging")
-    assert states(run)["deploy[0]"] == "failed" and "verify[0]" not in states(run) or \
-        states(run)["verify[0]"] != "success"
+    assert states(run)["rest.upgrade[0]"] == "failed" and "rest.verify[0]" not in states(run) or \
+        states(run)["rest.verify[0]"] != "success"
     assert_platform_fault(sandbox, run, revision, words)
     assert sandbox.pods("rollback") == []  # the upgrade never changed the release
     line = closing_line(sandbox)

@@ -21,7 +21,7 @@ LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 def run(kind, pods, deferrable=False):
-    mode = {False: "sync", True: "deferrable", "plain": "plain"}[deferrable]
+    mode = {False: "sync", True: "deferrable", "plain": "plain", "group": "group"}[deferrable]
     return airflow_support.run_dag(DAGS, f"k8s_{kind}_{mode}", conf={"pods": pods})
 
 
@@ -105,6 +105,25 @@ def test_user_strings_reach_the_pod_verbatim_and_are_never_rendered_as_templates
     assert args[4] == f"{HOSTILE_HUB}-staging"
     assert "49" not in " ".join(args)
     assert pod["spec"]["containers"][0]["command"] == ["hubflow-runner"]  # argv, no shell
+
+
+def test_in_a_mapped_task_group_each_instance_gets_its_own_pod_verbatim(emulator, settings):
+    """The deploy DAG's per-hub pipeline: the pod is the mapped task group's argument, which Airflow resolves only
+    at run time; each instance must create its own hub's pod, unrendered, and return its XCom."""
+    from hubflow.k8s import pods
+
+    env = settings.environment("staging")
+    emulator.script({"hubflow.io/kind": "status"}, xcom={"ok": True})
+    emulator.script({"hubflow.io/hub": "data8"}, xcom={"ok": "data8"})
+    dag_run = run("status", [pods.helm_status_pod(settings, env, h) for h in ("data8", HOSTILE_HUB)],
+                  deferrable="group")
+    assert dag_run.state == "success"
+    tis = airflow_support.task_instances(dag_run)
+    assert airflow_support.xcom(dag_run, "one.pod", 0) == {"ok": "data8"}
+    assert [tis[("one.pod", i)].rendered_map_index for i in (0, 1)] == ["data8", pods.label_value(HOSTILE_HUB)]
+    args = {p["metadata"]["labels"]["hubflow.io/hub"]: p["spec"]["containers"][0]["args"] for p in emulator.created}
+    assert args["data8"][2] == "data8-staging"
+    assert args[pods.label_value(HOSTILE_HUB)][2] == f"{HOSTILE_HUB}-staging"  # verbatim: no 49
 
 
 def test_the_plain_operator_would_render_expanded_values_which_is_why_hubflow_turns_templating_off(emulator,
@@ -205,7 +224,7 @@ def test_the_operator_creates_exactly_the_pod_that_render_shows(settings, plan):
                       ("rollback", pods.helm_rollback_pod(settings, env, "datahub", 3))):
         kwargs = {**pods.operator_kwargs(settings, env, kind), "kubernetes_conn_id": None}
         built = ApiClient().sanitize_for_serialization(
-            HubflowPodOperator(task_id=kind, **kwargs, **pod).build_pod_request_obj(dry_run=True))
+            HubflowPodOperator(task_id=kind, **kwargs, pod=pod).build_pod_request_obj(dry_run=True))
         expected = pods.compose(pods.base_pod(settings, env, kind), pod)
         assert built["metadata"]["name"].startswith(expected["metadata"]["name"] + "-")
         assert expected["metadata"]["labels"].items() <= built["metadata"]["labels"].items()

@@ -126,3 +126,29 @@ def test_a_verified_revision_whose_promotion_is_owed_is_caught_up_not_redeployed
     ledger.update(b, promotion="owed")
     ledger.finish(b, "success")
     assert lifecycle.resolve(settings, settings.environment("prod"), repo, ledger).owed is None  # the last env
+
+
+def test_the_canaries_the_plan_deploys_go_first_and_the_rest_after(world):
+    from hubflow.core.plan import deploy_waves, make_plan
+
+    root, repo, _, _ = world
+    base = git(root, "rev-parse", "HEAD").strip()
+    head = commit(root, "chart", {"hub/values.yaml": "jupyterhub: {x: 1}\n"})
+    p = make_plan(repo, base, head, "hubflow-fleet.yaml")
+    hubs = [h.name for h in p.hubs]
+    assert deploy_waves(p, ["rhub", "data8"]) == {"canary": [h for h in hubs if h in ("rhub", "data8")],
+                                                  "rest": [h for h in hubs if h not in ("rhub", "data8")]}
+    assert deploy_waves(p, []) == {"canary": [], "rest": hubs}
+    one = make_plan(repo, head, commit(root, "one", {"deployments/data8/config/common.yaml": "a: 1\n"}),
+                    "hubflow-fleet.yaml")
+    assert deploy_waves(one, ["rhub"]) == {"canary": [], "rest": ["data8"]}  # a canary this plan leaves alone
+
+
+def test_a_canary_the_fleet_does_not_know_is_refused_by_name(world):
+    from hubflow.core.plan import PlanError, deploy_waves, make_plan
+
+    root, repo, _, _ = world
+    p = make_plan(repo, None, git(root, "rev-parse", "HEAD").strip(), "hubflow-fleet.yaml")
+    with pytest.raises(PlanError, match=r"deploy.canary names hub\(s\) the fleet does not have at \w{12}: "
+                                        r"datahbu, physics; its hubs are .*datahub"):
+        deploy_waves(p, ["datahbu", "data8", "physics"])

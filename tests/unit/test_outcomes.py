@@ -37,52 +37,80 @@ def test_pod_fault_blames_the_revision_only_when_its_step_ran_and_said_so(kind, 
     assert fault["blame"] == blame and words in fault["summary"], fault
 
 
-def planned(hubs=("datahub", "data8"), images=()):
+def planned(hubs=("datahub", "data8"), images=(), canary=()):
     return {"attempt": 1, "hubs": list(hubs), "build": [{"labels": {"hubflow.io/image": i}} for i in images],
-            "plan": {"images": []}}
+            "plan": {"images": []}, "waves": {"canary": [h for h in hubs if h in canary],
+                                              "rest": [h for h in hubs if h not in canary]}}
 
 
 def ok(hub):
     return {"ok": True, "hub": hub, "checks": [], "blame": None}
 
 
+MISSING = {"ok": False, "blame": "revision", "checks": [{"name": "packages", "status": "failed", "detail": "x missing"}]}
+UP = {"previous_revision": 3, "revision": 4}
+
+
 def test_all_verified_is_success():
-    out = conclude("staging", TARGET, planned(), {"deploy_0": "success", "deploy_1": "success"},
-                   [{"previous_revision": 3, "revision": 4}] * 2, [ok("datahub"), ok("data8")], [], [None, None])
+    out = conclude("staging", TARGET, planned(), {"rest.upgrade_0": "success", "rest.upgrade_1": "success"},
+                   {"datahub": UP, "data8": UP}, {"datahub": ok("datahub"), "data8": ok("data8")}, [], {})
     assert out["outcome"] == "success" and "verified on 2 hub(s)" in out["detail"]
 
 
 def test_a_revision_fault_outweighs_a_platform_fault_in_the_same_run():
-    states = {"deploy_0": "failed", "deploy_1": "failed"}
-    faults = [{"blame": "platform", "summary": "the upgrade pod was never scheduled"},
-              {"blame": "revision", "summary": "helm failed: values rejected"}]
-    out = conclude("staging", TARGET, planned(), states, [None, None], [None, None], [], faults)
+    states = {"rest.upgrade_0": "failed", "rest.upgrade_1": "failed"}
+    faults = {"datahub": {"blame": "platform", "summary": "the upgrade pod was never scheduled"},
+              "data8": {"blame": "revision", "summary": "helm failed: values rejected"}}
+    out = conclude("staging", TARGET, planned(), states, {}, {}, [], faults)
     assert out["outcome"] == "failed" and out["stage"] == "deploy" and "hub data8: helm failed" in out["detail"]
 
 
 def test_only_platform_faults_make_a_platform_outcome_and_keep_the_upgraded_hubs_to_undo():
-    states = {"deploy_0": "success", "deploy_1": "failed"}
-    out = conclude("staging", TARGET, planned(), states, [{"previous_revision": 3, "revision": 4}, None],
-                   [ok("datahub"), None], [], [None, {"blame": "platform", "summary": "never scheduled"}])
+    states = {"rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
+    out = conclude("staging", TARGET, planned(), states, {"datahub": UP}, {"datahub": ok("datahub")}, [],
+                   {"data8": {"blame": "platform", "summary": "never scheduled"}})
     assert out["outcome"] == "platform" and out["detail"].startswith("platform fault: hub data8: never scheduled")
     assert to_undo(out) == [{"hub": "datahub", "action": "rollback", "to": 3}]
 
 
 def test_a_verification_that_could_not_be_attempted_is_the_platforms_fault():
     bad = {"ok": False, "blame": "platform", "checks": [], "error": "no smoke token"}
-    out = conclude("staging", TARGET, planned(("datahub",)), {"deploy_0": "success"},
-                   [{"previous_revision": 3, "revision": 4}], [bad], [], [None])
+    out = conclude("staging", TARGET, planned(("datahub",)), {"rest.upgrade_0": "success"},
+                   {"datahub": UP}, {"datahub": bad}, [], {})
     assert out["outcome"] == "platform" and "no smoke token" in out["detail"]
 
 
 def test_first_installs_are_uninstalled_and_failed_upgrades_are_not_undone_twice():
-    states = {"deploy_0": "success", "deploy_1": "failed"}
+    states = {"rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
     out = conclude("staging", TARGET, planned(("physics", "datahub")), states,
-                   [{"previous_revision": None, "revision": 1}, {"previous_revision": 3, "revision": 5}],
-                   [{"ok": False, "blame": "revision", "checks": [{"name": "packages", "status": "failed",
-                                                                   "detail": "x missing"}]}, None],
-                   [], [None, {"blame": "revision", "summary": "helm failed"}])
+                   {"physics": {"previous_revision": None, "revision": 1}, "datahub": {"previous_revision": 3}},
+                   {"physics": MISSING}, [], {"datahub": {"blame": "revision", "summary": "helm failed"}})
     assert to_undo(out) == [{"hub": "physics", "action": "uninstall"}]
+
+
+def test_each_hub_is_read_from_its_own_wave():
+    """Map index i of a wave's group is that wave's hub i, whatever the plan order."""
+    states = {"canary.upgrade_0": "success", "rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
+    out = conclude("staging", TARGET, planned(("datahub", "data8", "rhub"), canary=("data8",)), states,
+                   {"data8": UP, "datahub": {"previous_revision": 7}}, {"data8": ok("data8"), "datahub": ok("datahub")},
+                   [], {"rhub": {"blame": "revision", "summary": "helm failed"}})
+    assert out["outcome"] == "failed" and "hub rhub: helm failed" in out["detail"] and "canary" not in out["detail"]
+    assert to_undo(out) == [{"hub": "datahub", "action": "rollback", "to": 7},
+                            {"hub": "data8", "action": "rollback", "to": 3}]
+
+
+@pytest.mark.parametrize("states, verified, faults, stage", [
+    ({"canary.upgrade_0": "success"}, {"data8": MISSING}, {}, "verify"),
+    ({"canary.upgrade_0": "failed"}, {}, {"data8": {"blame": "revision", "summary": "helm failed"}}, "deploy"),
+])
+def test_a_failing_canary_says_the_other_hubs_were_not_touched_and_only_it_is_undone(states, verified, faults,
+                                                                                      stage):
+    out = conclude("staging", TARGET, planned(("datahub", "data8", "rhub"), canary=("data8",)),
+                   {**states, "rest.upgrade": "upstream_failed"}, {"data8": UP}, verified, [], faults)
+    assert out["outcome"] == "failed" and out["stage"] == stage
+    assert out["detail"].endswith("the canary data8 failed, so the wave stopped: hub(s) datahub, rhub were not "
+                                  "touched")
+    assert to_undo(out) == ([{"hub": "data8", "action": "rollback", "to": 3}] if stage == "verify" else [])
 
 
 @pytest.mark.parametrize("outcome, target, hold, revert, state", [
@@ -146,3 +174,12 @@ def test_nothing_to_do_and_ended_runs():
     state, line = final("staging", None, None, None, None, {}, [], {"outcome": "platform", "detail": "GitHub down"})
     assert (state, line) == ("platform", "staging: PLATFORM FAULT: GitHub down; ? is not held and not reverted; "
                                          "staging is unchanged")
+
+
+def test_a_failed_hub_step_says_what_comes_next_whichever_wave_it_ran_in():
+    from hubflow.core.lifecycle import failed_task_line
+
+    for task_id in ("canary.upgrade", "rest.upgrade", "rest.verify"):
+        line = failed_task_line(task_id, 2, "helm failed\nError: x")
+        assert line == (f"hubflow: {task_id}[2] failed (Error: x); the failure path puts back what this run "
+                        "changed; `record` says what runs now")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task, task_group
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import tasks
@@ -23,13 +23,16 @@ Runs when `{branch}` moves (or by hand / REST API with `{{"revision": sha}}`; th
 
 1. **resolve**: the branch head and the last revision deployed (the ledger); held, frozen or nothing new stop here
    (a verified revision whose promotion never happened is promoted by **catch_up**).
-{gate}2. **plan**: images to build (tag = content), hubs to deploy, each with its reason; commit status pending.
-3. **build** (pods, skipped when the tag is in the registry){nobuild} -> **deploy** (helm upgrade pods, `--atomic`)
-   -> **verify** (smoke test per hub).
-4. **conclude**: all verified -> **succeed** (status{promote}, asset event); the revision's fault -> **rollback**
-   (pods) + **fail** (hold, revert, status, comment); a platform fault -> **rollback** + **fail** (status error,
-   no hold, no revert).
-5. **record**: ledger, Slack, and one closing line saying what runs in {env} now.
+{gate}2. **plan**: images to build (tag = content), hubs to deploy, each with its reason, in two waves (the
+   `deploy.canary` hubs first); commit status pending.
+3. **build** ({builder}, skipped when the tag is in the registry){nobuild}, before any upgrade.
+4. Per hub, one pipeline: **upgrade** (helm upgrade pod, `--atomic`) then **verify** (its smoke test), as soon as
+   its own upgrade ends; at most {parallel} hub(s) upgrade at once. The **canary** wave runs first; the **rest**
+   only after every canary passed (a failing canary stops the wave: the other hubs are never touched).
+5. **conclude**: all verified -> **succeed** (status{promote}, asset event); the revision's fault -> **rollback**
+   (pods, only what this run changed) + **fail** (hold, revert, status, comment); a platform fault -> **rollback**
+   + **fail** (status error, no hold, no revert).
+6. **record**: ledger, Slack, and one closing line saying what runs in {env} now.
 """
 
 RETRY = timedelta(seconds=5)  # bookkeeping and GitHub side effects: retried whole, nothing is duplicated
@@ -65,6 +68,9 @@ def deploy_dag(settings: Settings, env: Environment):
                           gate="" if first else "   **gate**: the tree must equal a tree verified on the previous "
                                                 "environment, unless forced with a reason.\n",
                           nobuild="" if env.build_images else " — never here: images must exist",
+                          builder="a rootless BuildKit pod per image" if env.builder == "buildkit"
+                          else "the Docker Engine API, from the worker",
+                          parallel=settings.deploy.max_parallel,
                           promote=f", promotion PR to {nxt.name}" if nxt else ""),
         params={
             "revision": Param(None, type=["null", "string"], title="Revision",
@@ -99,24 +105,43 @@ def deploy_dag(settings: Settings, env: Environment):
         def build_pods(target: dict, planned: dict) -> list[dict]:
             return tasks.build_pods(settings, env, target, planned, get_current_context())
 
-        @task(doc_md="One helm upgrade pod per hub of the plan.")
-        def upgrade_pods(planned: dict) -> list[dict]:
-            return planned["upgrade"]
-
         build = HubflowPodOperator.partial(
             task_id="build", doc_md="Build and push one image (rootless BuildKit pod).", **POD_RETRIES,
             **operator_kwargs(settings, env, "build"))
-        upgrade = HubflowPodOperator.partial(
-            task_id="deploy", trigger_rule=TriggerRule.NONE_FAILED, **POD_RETRIES,
-            doc_md="helm upgrade --install of one hub (runner pod, --atomic); XCom: helm revisions before/after.",
-            **operator_kwargs(settings, env, "upgrade"))
+
+        @task(task_id="build", **POD_RETRIES, doc_md="Build and push one image through the Docker Engine API.")
+        def docker_build(target: dict, planned: dict, image: str) -> dict:
+            from hubflow.airflow import builds  # the docker SDK is loaded only where a build runs
+
+            return builds.docker_build(settings, env, target, planned, image, get_current_context())
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED,
+              doc_md="The upgrade pods of one wave (`canary`: the deploy.canary hubs this plan deploys; `rest`: "
+                     "the others, once every canary passed).")
+        def wave_pods(planned: dict, wave: str) -> list[dict]:
+            return tasks.wave_pods(planned, wave)
 
         @task(doc_md="Smoke-test one hub: health, API, a throwaway user's server, a kernel importing the packages.")
-        def verify(target: dict, hub: str) -> dict:
-            return tasks.verify(settings, env, target, hub, get_current_context())
+        def verify(target: dict, pod: dict) -> dict:
+            return tasks.verify(settings, env, target, tasks.hub_of(pod), get_current_context())
+
+        def wave(name: str, pods):
+            @task_group(group_id=name, tooltip="per hub: helm upgrade, then its verification")
+            def hub(target: dict, pod: dict):
+                upgrade = HubflowPodOperator(
+                    task_id="upgrade", pod=pod, max_active_tis_per_dagrun=settings.deploy.max_parallel,
+                    **POD_RETRIES, **operator_kwargs(settings, env, "upgrade"),
+                    doc_md="helm upgrade --install of one hub (runner pod, --atomic); XCom: helm revisions "
+                           "before/after.")
+                upgrade >> verify(target, pod)
+
+            group = hub.partial(target=target).expand(pod=pods)
+            pods >> group
+            return group
 
         @task(trigger_rule=TriggerRule.ALL_DONE, **BOOKKEEPING,
-              doc_md="Read what build, deploy and verify did: success, the revision's fault, or the platform's.")
+              doc_md="Read what the builds, upgrades and verifications did: success, the revision's fault, or "
+                     "the platform's.")
         def conclude(target: dict, planned: dict) -> dict:
             return tasks.conclude(settings, env, target, planned, get_current_context())
 
@@ -160,18 +185,22 @@ def deploy_dag(settings: Settings, env: Environment):
         caught_up = catch_up(target)
         way >> caught_up
         to_build = build_pods(target, planned)
-        builds = build.expand_kwargs(to_build)
-        upgrade_specs = upgrade_pods(planned)
-        to_build >> upgrade_specs
-        upgrades = upgrade.expand_kwargs(upgrade_specs)
-        checks = verify.partial(target=target).expand(hub=upgrade_specs.map(tasks.hub_of))
-        builds >> upgrades >> checks
+        if env.builder == "docker":  # no pod: the worker talks to the Docker Engine API
+            builds = docker_build.partial(target=target, planned=planned).expand(image=to_build.map(tasks.image_of))
+        else:
+            builds = build.expand(pod=to_build)
+        canary_pods = wave_pods.override(task_id="canary_pods")(planned, "canary")
+        builds >> canary_pods
+        canary = wave("canary", canary_pods)
+        rest_pods = wave_pods.override(task_id="rest_pods")(planned, "rest")
+        canary >> rest_pods
+        rest = wave("rest", rest_pods)
         outcome = conclude(target, planned)
-        checks >> outcome
+        [builds, canary, rest] >> outcome  # every pod has ended, whichever failed first
         branch = decide(outcome)
         ok = succeed(target, planned)
         to_roll_back = rollback_pods(outcome)
-        back = rollback.expand_kwargs(to_roll_back)
+        back = rollback.expand(pod=to_roll_back)
         aftermath = fail(target, planned, outcome)
         branch >> [ok, to_roll_back, aftermath]
         done = record(target, planned, outcome, aftermath)

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hubflow.core.lifecycle import PodFacts, pod_fault
@@ -19,9 +20,13 @@ FAULT_KEY = "fault"  # XCom key of {"blame", "summary"} when the pod did not suc
 class HubflowPodOperator(KubernetesPodOperator):
     """The KubernetesPodOperator with no templated fields, fed a whole Pod.
 
-    `base_pod` (shared by a kind, from `operator_kwargs`) and one pod's `name`, `labels`, `arguments` and
-    `init_containers` (from the builders, through XCom) are composed by the same pure function `hubflow render`
-    uses, and handed to the provider as its `full_pod_spec`; the provider adds its own labels and the XCom sidecar.
+    `base_pod` (shared by a kind, from `operator_kwargs`) and `pod`, one pod's name, labels, arguments and init
+    containers (from the builders, through XCom), are composed by the same pure function `hubflow render` uses, and
+    handed to the provider as its `full_pod_spec`; the provider adds its own labels and the XCom sidecar.
+
+    `pod` arrives either as a value (`.expand(pod=...)`: the mapped operator passes each pod to `__init__`) or, in a
+    mapped task group (a hub's upgrade and verification), as the group's argument, which Airflow only resolves at
+    run time and only for templated fields; here it is resolved in `render_template_fields` without any Jinja.
 
     Every field may carry user-controlled strings; Airflow 3.3 renders values that arrive through expand_kwargs
     like any other, so a hub name or revision holding `{{ ... }}` would run as a template. Nothing here needs Jinja.
@@ -34,11 +39,21 @@ class HubflowPodOperator(KubernetesPodOperator):
 
     template_fields = ()
 
-    def __init__(self, *, base_pod: dict[str, Any], name: str, labels: dict[str, str], arguments: list[str],
-                 init_containers: list[dict] | None = None, **kwargs: Any):
-        pod = compose(base_pod, {"name": name, "labels": labels, "arguments": arguments,
-                                 "init_containers": init_containers})
-        super().__init__(full_pod_spec=PodGenerator.deserialize_model_dict(pod), labels=labels, **kwargs)
+    def __init__(self, *, base_pod: dict[str, Any], pod: dict[str, Any] | ResolveMixin, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base_pod, self.own_pod = base_pod, pod  # (`self.pod` is the provider's: the pod it created)
+        if not isinstance(pod, ResolveMixin):
+            self._compose()
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.own_pod, ResolveMixin):  # a mapped task group's argument: this instance's pod
+            self.own_pod = self.own_pod.resolve(context)
+            self._compose()
+
+    def _compose(self) -> None:
+        self.labels = dict(self.own_pod["labels"])
+        self.full_pod_spec = PodGenerator.deserialize_model_dict(compose(self.base_pod, self.own_pod))
 
     def execute(self, context):
         try:

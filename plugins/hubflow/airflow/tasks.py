@@ -18,7 +18,7 @@ from hubflow.clients.revert import RevertConflict
 from hubflow.core import lifecycle
 from hubflow.core.config import ConfigError, Environment, Settings
 from hubflow.core.messages import outcome_message
-from hubflow.core.plan import PlanError, format_plan
+from hubflow.core.plan import WAVES, PlanError, deploy_waves, format_plan
 from hubflow.k8s import pods
 
 log = logging.getLogger("hubflow")
@@ -138,16 +138,20 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
     book = hooks.ledger(settings)
     try:
         the_plan = lifecycle.plan(settings, mirror(settings, t.revision), t, book)
+        waves = deploy_waves(the_plan, settings.deploy.canary)
         specs = pods.deploy_pods(settings, env, the_plan)
     except (pods.PodSpecError, PlanError, ConfigError) as exc:
         end(settings, env, "refused", f"cannot plan {t.revision[:12]}: {exc}", context, t.revision)
     log.info("%s", format_plan(the_plan))
+    if waves["canary"]:
+        log.info("canary wave: %s; then, once every canary passed: %s", ", ".join(waves["canary"]),
+                 ", ".join(waves["rest"]) or "nothing")
     attempt = start_attempt(book, env, t.revision, t.base, t.tree, context)
     book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})
     hooks.github(settings).set_status(env.name, t.revision, "pending", run_url(context),
                                       f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
     return {"attempt": attempt, "plan": the_plan.to_dict(), "hubs": [h.name for h in the_plan.hubs],
-            "build": specs["build"], "upgrade": specs["upgrade"]}
+            "waves": waves, "build": specs["build"], "upgrade": specs["upgrade"]}
 
 
 def build_pods(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> list[dict]:
@@ -193,6 +197,17 @@ def hub_of(spec: dict) -> str:
     return spec["labels"][f"{pods.LABEL}hub"]
 
 
+def image_of(spec: dict) -> str:
+    """The image a build pod is for (image names are valid label values too)."""
+    return spec["labels"][f"{pods.LABEL}image"]
+
+
+def wave_pods(planned: dict, wave: str) -> list[dict]:
+    """The upgrade pods of one wave, in the order of `planned["waves"][wave]` (map index i is that list's hub i)."""
+    by_hub = {hub_of(spec): spec for spec in planned["upgrade"]}
+    return [by_hub[hub] for hub in planned["waves"][wave]]
+
+
 # ---------------------------------------------------------------- the pods' outcome
 
 
@@ -218,14 +233,16 @@ def conclude(settings: Settings, env: Environment, target: dict, planned: dict, 
     """What the pods did (core.lifecycle.conclude); a verified revision is recorded as such at once, before any
     promotion, so the next environment's gate can always see it."""
     ti, dag_run = context["ti"], context["dag_run"]
-    states = task_states(context, ["build_pods", "build", "deploy", "verify"])
+    states = task_states(context, ["build_pods", "build", *(f"{wave}.upgrade" for wave in WAVES)])
     if not planned or states.get("build_pods") != "success":  # the run ended before any pod: `record` says so
         return None
-    n, built = len(planned["hubs"]), ti.xcom_pull(task_ids="build_pods") or []  # the builds that were mapped
-    deployed = [ti.xcom_pull(task_ids="deploy", map_indexes=i) for i in range(n)]
-    verified = [ti.xcom_pull(task_ids="verify", key="result", map_indexes=i) for i in range(n)]
+    built = ti.xcom_pull(task_ids="build_pods") or []  # the builds that were mapped
     build_faults = [ti.xcom_pull(task_ids="build", key=FAULT_KEY, map_indexes=i) for i in range(len(built))]
-    deploy_faults = [ti.xcom_pull(task_ids="deploy", key=FAULT_KEY, map_indexes=i) for i in range(n)]
+    deployed, verified, deploy_faults = {}, {}, {}
+    for hub, wave, i in lifecycle.hub_steps(planned):
+        deployed[hub] = ti.xcom_pull(task_ids=f"{wave}.upgrade", map_indexes=i)
+        deploy_faults[hub] = ti.xcom_pull(task_ids=f"{wave}.upgrade", key=FAULT_KEY, map_indexes=i)
+        verified[hub] = ti.xcom_pull(task_ids=f"{wave}.verify", key="result", map_indexes=i)
     outcome = lifecycle.conclude(env.name, target, dict(planned, build=built), states, deployed, verified,
                                  build_faults, deploy_faults)
     book = hooks.ledger(settings)

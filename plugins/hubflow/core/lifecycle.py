@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from hubflow.core.config import Environment, Settings
 from hubflow.core.errors import HubflowError
 from hubflow.core.freeze import frozen
-from hubflow.core.plan import Plan, make_plan
+from hubflow.core.plan import WAVES, Plan, make_plan
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
     from hubflow.clients.git import Repo
@@ -233,33 +233,44 @@ def _failed(states: dict[str, str], task: str) -> list[int]:
                   if s in ("failed", "upstream_failed") and (i := map_index_of(k)) is not None)
 
 
-def conclude(env: str, target: dict, planned: dict, states: dict[str, str], deployed: list[dict | None],
-             verified: list[dict | None], build_faults: list[dict | None],
-             deploy_faults: list[dict | None]) -> dict:
+def hub_steps(planned: dict) -> list[tuple[str, str, int]]:
+    """(hub, wave, map index) of every planned hub: its upgrade and its verification ran as `<wave>.upgrade` and
+    `<wave>.verify` at that index (one mapped task group per wave)."""
+    return [(hub, wave, i) for wave in WAVES for i, hub in enumerate(planned["waves"][wave])]
+
+
+def conclude(env: str, target: dict, planned: dict, states: dict[str, str], deployed: dict[str, dict | None],
+             verified: dict[str, dict | None], build_faults: list[dict | None],
+             deploy_faults: dict[str, dict | None]) -> dict:
     """What the pods did: success only when every planned hub was upgraded and verified; otherwise who is to blame
-    (the revision -> failed, else the platform) and the first stage that went wrong, in words."""
+    (the revision -> failed, else the platform) and the first stage that went wrong, in words. `states` are the
+    run's task states; `deployed`, `verified` and `deploy_faults` the XComs of each hub's upgrade and verification.
+    When a canary failed, the detail says so and names the hubs that were never touched."""
     hubs = planned["hubs"]
-    done = _stage(states, "deploy")
-    releases = [{"hub": hub, "upgraded": done.get(f"deploy_{i}") == "success",
-                 "previous_revision": (d or {}).get("previous_revision"), "revision": (d or {}).get("revision"),
-                 "status": (d or {}).get("status")} for i, (hub, d) in enumerate(zip(hubs, deployed))]
-    verification = {hub: v for hub, v in zip(hubs, verified) if v}
+    upgrade = {hub: states.get(f"{wave}.upgrade_{i}") for hub, wave, i in hub_steps(planned)}
+    releases = [{"hub": hub, "upgraded": upgrade.get(hub) == "success",
+                 "previous_revision": (deployed.get(hub) or {}).get("previous_revision"),
+                 "revision": (deployed.get(hub) or {}).get("revision"),
+                 "status": (deployed.get(hub) or {}).get("status")} for hub in hubs]
+    verification = {hub: verified[hub] for hub in hubs if verified.get(hub)}
     images = [spec["labels"].get("hubflow.io/image", f"#{i}") for i, spec in enumerate(planned["build"])]
-    problems: list[tuple[str, str, str]] = []  # (blame, stage, sentence)
+    problems: list[tuple[str, str, str, str | None]] = []  # (blame, stage, sentence, hub)
     for i in _failed(states, "build"):
         f = (build_faults[i] if i < len(build_faults) else None) or _fault("platform", "the build task failed")
-        problems.append((f["blame"], "build", f"image {images[i] if i < len(images) else i}: {f['summary']}"))
-    for i in _failed(states, "deploy"):
-        f = (deploy_faults[i] if i < len(deploy_faults) else None) or _fault("platform", "the deploy task failed")
-        problems.append((f["blame"], "deploy", f"hub {hubs[i]}: {f['summary']}"))
+        problems.append((f["blame"], "build", f"image {images[i] if i < len(images) else i}: {f['summary']}", None))
+    for hub in hubs:
+        if upgrade.get(hub) in ("failed", "upstream_failed"):
+            f = deploy_faults.get(hub) or _fault("platform", "the upgrade task failed")
+            problems.append((f["blame"], "deploy", f"hub {hub}: {f['summary']}", hub))
     for hub, v in verification.items():
         if not v.get("ok"):
             checks = ", ".join(f"{c['name']}: {c['detail']}" for c in v.get("checks", []) if c["status"] == "failed")
-            problems.append((v.get("blame") or "revision", "verify", f"hub {hub}: {checks or v.get('error', '?')}"))
+            problems.append((v.get("blame") or "revision", "verify", f"hub {hub}: {checks or v.get('error', '?')}",
+                             hub))
     missing = [h for h in hubs if h not in verification]
     if not problems and missing:
         problems.append(("platform", "verify", f"hub(s) {', '.join(missing)} did not finish the deploy and verify "
-                                               "steps (a task was killed or skipped)"))
+                                               "steps (a task was killed or skipped)", None))
     rev = target["revision"][:12]
     if not problems:
         detail = (f"{rev} deployed and verified on {len(hubs)} hub(s) in {env}" if hubs
@@ -272,6 +283,11 @@ def conclude(env: str, target: dict, planned: dict, states: dict[str, str], depl
     stage = shown[0][1]
     what = {"build": "the build failed", "deploy": "the helm upgrade failed", "verify": "verification failed"}[stage]
     detail = (f"{what}: " if outcome == "failed" else "platform fault: ") + "; ".join(p[2] for p in shown)
+    canaries = [p[3] for p in problems if p[3] in planned["waves"]["canary"]]
+    untouched = [h for h in planned["waves"]["rest"] if upgrade.get(h) not in ("success", "failed")]
+    if canaries and untouched:
+        detail += (f"; the canary {', '.join(dict.fromkeys(canaries))} failed, so the wave stopped: hub(s) "
+                   f"{', '.join(untouched)} were not touched")
     return {"outcome": outcome, "stage": stage, "detail": detail, "releases": releases,
             "verification": verification}
 
@@ -403,14 +419,15 @@ def failed_task_line(task_id: str, map_index: int, error: str) -> str:
     if task_id == "record":
         return f"hubflow: {error}"  # record fails with the run's closing line itself
     which = f"{task_id}[{map_index}]" if map_index is not None and map_index >= 0 else task_id
+    step = task_id.rsplit(".", 1)[-1]  # a hub's upgrade and verification run in its wave's group: `canary.upgrade`
     after = {
         "resolve": "nothing was touched",
         "gate": "nothing was touched; the refusal is in the ledger and the commit status",
         "plan": "nothing was touched",
         "build_pods": "nothing was touched",
         "build": "nothing was deployed; `record` says what follows",
-        "deploy": "the failure path puts back what this run changed; `record` says what runs now",
+        "upgrade": "the failure path puts back what this run changed; `record` says what runs now",
         "verify": "the failure path puts back what this run changed; `record` says what runs now",
         "rollback": "this release may still run the failed revision: check `helm history` and roll back by hand",
-    }.get(task_id, "see the run's final `record` task for the state of the environment")
+    }.get(step, "see the run's final `record` task for the state of the environment")
     return f"hubflow: {which} failed ({error.strip().splitlines()[-1] if error.strip() else 'no message'}); {after}"

@@ -272,6 +272,21 @@ def _image_plans(repo: Repo, head: str, fleet: Fleet, old: Fleet | None, changed
     return plans
 
 
+WAVES = ("canary", "rest")  # the deploy's waves in order; each is a mapped task group of the deploy DAG
+
+
+def deploy_waves(plan: Plan, canary: list[str]) -> dict[str, list[str]]:
+    """The hubs of each wave, in plan order: the canaries this plan deploys, then the rest (deployed only after
+    every canary passed). A canary the fleet does not know is refused by name: a typo would skip the canary."""
+    known = [h.name for h in plan.fleet.hubs] if plan.fleet else [h.name for h in plan.hubs]
+    unknown = [name for name in canary if name not in known]
+    if unknown:
+        raise PlanError(f"deploy.canary names hub(s) the fleet does not have at {plan.head[:12]}: "
+                        f"{', '.join(unknown)}; its hubs are {', '.join(known) or 'none'}")
+    return {"canary": [h.name for h in plan.hubs if h.name in canary],
+            "rest": [h.name for h in plan.hubs if h.name not in canary]}
+
+
 def format_plan(plan: Plan) -> str:
     """A readable table of the plan, for the CLI and task logs."""
     lines = [f"plan {plan.base[:12] if plan.base else '(first deploy)'}..{plan.head[:12]}", "", "images:"]

@@ -3,8 +3,7 @@
 One home for pod construction, with no Airflow import (so `hubflow render` stays fast). The lifecycle runs each
 kind as a mapped task:
 
-    HubflowPodOperator.partial(task_id="deploy", **operator_kwargs(settings, env, "upgrade")) \
-        .expand_kwargs(pods_from_xcom)
+    HubflowPodOperator.partial(task_id="build", **operator_kwargs(settings, env, "build")).expand(pod=pods_from_xcom)
 
 `base_pod` is what every pod of a kind in an environment shares (image, command, service account, secrets as
 Kubernetes Secret references, volumes, resources, deadline); `build_pod`, `helm_upgrade_pod`, `helm_rollback_pod`

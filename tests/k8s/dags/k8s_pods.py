@@ -2,12 +2,13 @@
 
 `k8s_<kind>_<sync|deferrable>` maps over `dag_run.conf["pods"]` in environment `staging` of the settings file named
 by HUBFLOW_K8S_TEST_CONFIG; polling is shortened so that tests stay fast. `k8s_status_plain` does the same with the
-provider's KubernetesPodOperator itself, to show what hubflow's subclass prevents.
+provider's KubernetesPodOperator itself, to show what hubflow's subclass prevents; `k8s_status_group` maps a task
+group over the pods, as the deploy DAG's per-hub pipeline does.
 """
 import os
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import dag, task
+from airflow.sdk import dag, task, task_group
 from hubflow.airflow.operators import HubflowPodOperator
 from hubflow.k8s import pods
 from hubflow.core.config import load_settings
@@ -32,10 +33,16 @@ def make(kind: str, deferrable: bool, operator=HubflowPodOperator, mode: str | N
                 cmds=base["spec"]["containers"][0]["command"], namespace=base["metadata"]["namespace"],
                 kubernetes_conn_id=env.kubernetes_conn_id, do_xcom_push=True, deferrable=False, **FAST,
             ).expand_kwargs(per_pod())
+        elif mode == "group":  # as the deploy DAG's per-hub pipeline: the pod is a mapped task group's argument
+            @task_group
+            def one(pod: dict):
+                operator(task_id="pod", pod=pod, **{**pods.operator_kwargs(settings, env, kind), **FAST})
+
+            one.expand(pod=per_pod())
         else:
             operator.partial(
                 task_id="pod", **{**pods.operator_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
-            ).expand_kwargs(per_pod())
+            ).expand(pod=per_pod())
 
     return pod_dag()
 
@@ -45,3 +52,4 @@ if os.environ.get("HUBFLOW_K8S_TEST_CONFIG"):
         for _deferrable in (False, True):
             make(_kind, _deferrable)
     make("status", False, KubernetesPodOperator, "plain")
+    make("status", False, mode="group")
