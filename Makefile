@@ -55,6 +55,7 @@ schema: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/topology_bench.py
 
 # Re-resolve the pins from the top-level requirements (takes about two minutes).
 lock:
