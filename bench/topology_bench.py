@@ -3,8 +3,8 @@
 - deploy: 1 vs 10 changed hubs, helm upgrade pods of a fixed POD_SECONDS on the Kubernetes emulator, in the native
   stack (sandbox/stack.py; Celery, then LocalExecutor), from the run's start to its last upgrade's end; against
   the loop DataHub's CI runs today (per hub: create the same pod through the kubernetes client, wait for it, then
-  the next hub), on the same emulator at the same time. Verification is not timed: one local JupyterHub stands in for every hub here, so
-  the smoke tests take it one at a time (a pool of one slot; bench/policy/airflow_local_settings.py).
+  the next hub), on the same emulator at the same time. Verification is not timed: one local JupyterHub stands in
+  for every hub here, so the smoke tests take it one at a time (a pool of one slot; bench/policy/).
 - merge -> run queued: a merge pushed with git, seen by the branch watcher (poll interval POLL), and a signed push
   delivery to the api-server's webhook route (/hubflow/webhook/github).
 - DAG-folder parse: hubflow's dags/ against a file that imports only the provider modules parsing dags/ loads,
