@@ -15,7 +15,7 @@ from sandbox.sample_repo import commit, git
 from sandbox.stack import POSTGRES, Stack
 from sandbox.world import Cluster, Deployment
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DAG = "hubflow_deploy_staging"
 
