@@ -8,11 +8,12 @@ import subprocess
 import time
 
 import pytest
+import requests
 from kubernetes import config as k8s_config
 
 from hubflow.clients.helm_releases import HelmReleases, deployed, hubflow_revision
 from sandbox import kube_protobuf
-from sandbox.k8s_emulator import K8sEmulator
+from sandbox.k8s_emulator import K8sEmulator, helm_release_secret
 from sandbox.sample_repo import tool
 
 SHA = "c" * 40
@@ -213,3 +214,16 @@ def test_uninstall_removes_the_objects_and_the_records(world):
     assert [key for key in emu.objects if key[1] == ns] == []
     assert "release: not found" in helm(world, "history", "hub", "--namespace", ns, ok=False).stderr
     assert records(world, ns) == []
+
+
+def test_records_written_by_helm_release_secret_are_what_helm_reads(world):
+    """The nightly tests write release records with the helper: real helm takes them as its own."""
+    emu, ns = world[0], "written"
+    for version, status in ((1, "deployed"), (2, "pending-upgrade")):
+        secret = helm_release_secret("hub", ns, version, status, {}, description=f"hubflow staging {SHA}")
+        assert requests.post(f"{emu.url}/api/v1/namespaces/{ns}/secrets", json=secret, timeout=5).status_code == 201
+    assert history(world, ns) == [(1, "deployed", f"hubflow staging {SHA}"),
+                                  (2, "pending-upgrade", f"hubflow staging {SHA}")]
+    assert "another operation (install/upgrade/rollback) is in progress" in upgrade(world, ns, ok=False).stderr
+    helm(world, "rollback", "hub", "1", "--namespace", ns)
+    assert history(world, ns)[-1] == (3, "deployed", "Rollback to 1")
