@@ -25,7 +25,7 @@ Runs when `{branch}` moves (or by hand / REST API with `{{"revision": sha}}`; th
    (a verified revision whose promotion never happened is promoted by **catch_up**).
 {gate}2. **plan**: images to build (tag = content), hubs to deploy, each with its reason, in two waves (the
    `deploy.canary` hubs first); commit status pending.
-3. **build** ({builder}, skipped when the tag is in the registry){nobuild}, before any upgrade.
+3. **build**: each image whose tag the registry lacks, {builder}{nobuild}; before any upgrade.
 4. Per hub, one pipeline: **upgrade** (helm upgrade pod, `--atomic`) then **verify** (its smoke test), as soon as
    its own upgrade ends; at most {parallel} hub(s) upgrade at once. The **canary** wave runs first; the **rest**
    only after every canary passed (a failing canary stops the wave: the other hubs are never touched).
@@ -68,8 +68,8 @@ def deploy_dag(settings: Settings, env: Environment):
                           gate="" if first else "   **gate**: the tree must equal a tree verified on the previous "
                                                 "environment, unless forced with a reason.\n",
                           nobuild="" if env.build_images else " — never here: images must exist",
-                          builder="a rootless BuildKit pod per image" if env.builder == "buildkit"
-                          else "the Docker Engine API, from the worker",
+                          builder="in a rootless BuildKit pod" if env.builder == "buildkit"
+                          else "through the Docker Engine API from the worker",
                           parallel=settings.deploy.max_parallel,
                           promote=f", promotion PR to {nxt.name}" if nxt else ""),
         params={
@@ -104,10 +104,6 @@ def deploy_dag(settings: Settings, env: Environment):
         @task(doc_md="Ask the registry which tags are missing: only those images are built.")
         def build_pods(target: dict, planned: dict) -> list[dict]:
             return tasks.build_pods(settings, env, target, planned, get_current_context())
-
-        build = HubflowPodOperator.partial(
-            task_id="build", doc_md="Build and push one image (rootless BuildKit pod).", **POD_RETRIES,
-            **operator_kwargs(settings, env, "build"))
 
         @task(task_id="build", **POD_RETRIES, doc_md="Build and push one image through the Docker Engine API.")
         def docker_build(target: dict, planned: dict, image: str) -> dict:
@@ -188,7 +184,9 @@ def deploy_dag(settings: Settings, env: Environment):
         if env.builder == "docker":  # no pod: the worker talks to the Docker Engine API
             builds = docker_build.partial(target=target, planned=planned).expand(image=to_build.map(tasks.image_of))
         else:
-            builds = build.expand(pod=to_build)
+            builds = HubflowPodOperator.partial(
+                task_id="build", doc_md="Build and push one image (rootless BuildKit pod).", **POD_RETRIES,
+                **operator_kwargs(settings, env, "build")).expand(pod=to_build)
         canary_pods = wave_pods.override(task_id="canary_pods")(planned, "canary")
         builds >> canary_pods
         canary = wave("canary", canary_pods)
