@@ -127,7 +127,9 @@ def world(tmp_path_factory):
         (root / "chart" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "chart" / name).write_text(text)
     emu = K8sEmulator().start()
+    # helm's homes and client-go's discovery cache (else ~/.kube/cache, per port: stale for a later emulator)
     env = {**os.environ, "KUBECONFIG": str(emu.write_kubeconfig(root / "kubeconfig")),
+           "KUBECACHEDIR": str(root / "kube-cache"),
            **{f"HELM_{kind}_HOME": str(root / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}}
     yield emu, env, root / "chart", root / "kubeconfig"
     emu.stop()
