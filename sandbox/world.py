@@ -12,12 +12,14 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import requests
+
 from sandbox.github_emulator import TOKEN, GitHubEmulator
 from sandbox.jupyterhub_local import LocalHub
 from sandbox.k8s_emulator import K8sEmulator
 from sandbox.quiet_server import QuietServer
 from sandbox.registry_server import RegistryServer
-from sandbox.sample_repo import make_sample_repo
+from sandbox.sample_repo import TEST_AGE_KEY, make_sample_repo
 
 SETTINGS = """\
 repository:
@@ -113,6 +115,17 @@ class Cluster:
                         logs=["release upgraded"], run_seconds=seconds)
         self.k8s.script({"hubflow.io/kind": "rollback"}, xcom={"revision": previous + 2, "status": "deployed"},
                         logs=["rolled back"], run_seconds=seconds)
+
+    def helm_for_real(self, namespace: str = "hubflow") -> None:
+        """hubflow's helm pods (upgrade, rollback, uninstall, status) run for real on the emulator's local kubelet:
+        the clone, the runner, helm 4 and sops, against the emulator's store. The pods get what an operator puts in
+        the cluster: the `hubflow-git` token and the sample's (test-only) age key in `hubflow-sops`."""
+        for kind in ("upgrade", "rollback", "uninstall", "status"):
+            self.k8s.run_locally({"hubflow.io/kind": kind})
+        for name, data in (("hubflow-git", {"token": TOKEN}), ("hubflow-sops", {"SOPS_AGE_KEY": TEST_AGE_KEY})):
+            r = requests.post(f"{self.k8s.url}/api/v1/namespaces/{namespace}/secrets", timeout=10,
+                              json={"metadata": {"name": name}, "type": "Opaque", "stringData": data})
+            r.raise_for_status()
 
     def stop(self) -> None:
         self.slack.stop()
