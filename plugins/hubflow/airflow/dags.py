@@ -26,9 +26,9 @@ Runs when `{branch}` moves (or by hand / REST API with `{{"revision": sha}}`; th
 {gate}2. **plan**: images to build (tag = content), hubs to deploy, each with its reason, in two waves (the
    `deploy.canary` hubs first); commit status pending.
 3. **build**: each image whose tag the registry lacks, {builder}{nobuild}; before any upgrade.
-4. Per hub, one pipeline: **upgrade** (helm upgrade pod, `--atomic`) then **verify** (its smoke test), as soon as
-   its own upgrade ends; at most {parallel} hub(s) upgrade at once. The **canary** wave runs first; the **rest**
-   only after every canary passed (a failing canary stops the wave: the other hubs are never touched).
+4. Per hub, one pipeline: **upgrade** (helm upgrade pod, `--rollback-on-failure`) then **verify** (its smoke test),
+   as soon as its own upgrade ends; at most {parallel} hub(s) upgrade at once. The **canary** wave runs first; the
+   **rest** only after every canary passed (a failing canary stops the wave: the other hubs are never touched).
 5. **conclude**: all verified -> **succeed** (status{promote}, asset event); the revision's fault -> **rollback**
    (pods, only what this run changed) + **fail** (hold, revert, status, comment); a platform fault -> **rollback**
    + **fail** (status error, no hold, no revert).
@@ -127,8 +127,8 @@ def deploy_dag(settings: Settings, env: Environment):
                 upgrade = HubflowPodOperator(
                     task_id="upgrade", pod=pod, max_active_tis_per_dagrun=settings.deploy.max_parallel,
                     **POD_RETRIES, **operator_kwargs(settings, env, "upgrade"),
-                    doc_md="helm upgrade --install of one hub (runner pod, --atomic); XCom: helm revisions "
-                           "before/after.")
+                    doc_md="helm upgrade --install of one hub (runner pod, --rollback-on-failure); XCom: helm "
+                           "revisions before/after.")
                 upgrade >> verify(target, pod)
 
             group = hub.partial(target=target).expand(pod=pods)

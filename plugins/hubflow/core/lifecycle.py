@@ -295,7 +295,7 @@ def conclude(env: str, target: dict, planned: dict, states: dict[str, str], depl
 def to_undo(outcome: dict) -> list[dict]:
     """What this run changed and must put back: each release it upgraded goes back to the helm revision it had
     before; a release it installed for the first time is uninstalled (nothing ran there before). A failed upgrade
-    is not undone again: the runner's --atomic upgrade already returned it (or never started)."""
+    is not undone again: helm's --rollback-on-failure upgrade already returned it (or never started)."""
     return [{"hub": r["hub"], "action": "rollback", "to": r["previous_revision"]} if r["previous_revision"]
             else {"hub": r["hub"], "action": "uninstall"}
             for r in outcome.get("releases", []) if r["upgraded"]]
