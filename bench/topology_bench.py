@@ -12,7 +12,7 @@
 - overhead per task: an upgrade task's time from queued to done, less its pod's run time, LocalExecutor and
   CeleryExecutor, alone (1 hub) and 10 at once (the mean).
 
-    .venv/bin/python bench/topology_bench.py      # or: make bench   (about 15 minutes on 2 cores)
+    .venv/bin/python bench/topology_bench.py      # or: make bench   (10-16 minutes on 2 cores)
 """
 from __future__ import annotations
 
