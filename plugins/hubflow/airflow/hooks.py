@@ -1,20 +1,23 @@
 """Airflow connections and variables turned into hubflow's clients: the one place that reads them.
 
-Called inside tasks (and by the CLI) only, never at DAG import: a connection lookup is I/O.
+Called inside tasks (and by the CLI) only, never at DAG import: a connection lookup is I/O. The DAG files import
+this module at parse, so each client is imported inside the function that builds it.
 """
 from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from airflow.sdk import Connection
 
-from hubflow.clients.github import GitHub, make_client
-from hubflow.clients.jupyterhub import SmokeError
-from hubflow.clients.ledger import Ledger
-from hubflow.clients.registry import Credentials, RegistryClient, RegistryError
 from hubflow.core.config import Settings
+
+if TYPE_CHECKING:
+    from hubflow.clients.github import GitHub
+    from hubflow.clients.ledger import Ledger
+    from hubflow.clients.registry import RegistryClient
 
 log = logging.getLogger("hubflow")
 SMOKE_TOKEN_ENV = "HUBFLOW_SMOKE_TOKEN"
@@ -28,6 +31,8 @@ def ledger_url(conn_id: str) -> str:
 
 
 def ledger(settings: Settings) -> Ledger:
+    from hubflow.clients.ledger import Ledger
+
     return Ledger(ledger_url(settings.ledger.conn_id))
 
 
@@ -43,17 +48,23 @@ def github_client(conn_id: str, timeout: int = 30):
     """
     from airflow.providers.github.hooks.github import GithubHook
 
+    from hubflow.clients.github import make_client
+
     requester = GithubHook(github_conn_id=conn_id).get_conn().requester
     return make_client(requester.auth, requester.base_url, timeout)
 
 
 def github(settings: Settings, **kwargs) -> GitHub:
+    from hubflow.clients.github import GitHub
+
     kwargs.setdefault("max_wait", settings.timeouts.github_wait_seconds)
     return GitHub(settings, github_client(settings.repository.github_conn_id), **kwargs)
 
 
 def registry(settings: Settings) -> RegistryClient:
     """The registry client from connection `registry.conn_id`: host (with port, optionally scheme), login, password."""
+    from hubflow.clients.registry import Credentials, RegistryClient, RegistryError
+
     conn_id = settings.registry.conn_id
     conn = Connection.get(conn_id)
     if not conn.host:
@@ -67,6 +78,8 @@ def registry(settings: Settings) -> RegistryClient:
 def smoke_token(conn_id: str) -> str:
     """The password of Airflow connection `conn_id`, else $HUBFLOW_SMOKE_TOKEN; never an argument, never logged."""
     from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from hubflow.clients.jupyterhub import SmokeError
 
     try:
         token = Connection.get(conn_id).password

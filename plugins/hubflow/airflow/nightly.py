@@ -21,8 +21,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import hooks, tasks
-from hubflow.clients.github import GitHubError
-from hubflow.clients.registry import RegistryError
 from hubflow.core import nightly
 from hubflow.core.config import Environment, Settings, load_settings
 
@@ -209,6 +207,8 @@ def inspect(settings: Settings, env: Environment, inv: dict) -> dict:
 
 def _image_findings(settings: Settings, env: Environment, running: dict[tuple[str, str], str]) -> list[nightly.Finding]:
     """Every image the environment runs, in the registry with the digest its last successful deploys recorded."""
+    from hubflow.clients.registry import RegistryError
+
     book = hooks.ledger(settings)
     digests = nightly.verified_digests([a.record for a in book.attempts(env.name, 200) if a.outcome == "success"])
     try:
@@ -244,6 +244,8 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
            context: dict) -> dict:
     """One summary: the log table, the ledger, the GitHub issue (unless discarded), Slack; fails when not ok, and
     when the environment could not be checked at all (a run that checked nothing must not look green)."""
+    from hubflow.clients.github import GitHubError
+
     if choice is None:
         raise AirflowFailException(f"{env.name} was not checked: the run's params were refused (see start)")
     if env.name not in choice["environments"]:

@@ -13,20 +13,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from hubflow.airflow import hooks, tasks
-from hubflow.clients.git import GitError
-from hubflow.clients.mirror import fetch_commit
-from hubflow.clients.github import GitHubError, OpenPull
 from hubflow.core import lifecycle, preview
 from hubflow.core.config import ConfigError, Environment, Settings, load_settings
 from hubflow.core.freeze import frozen, next_window
 from hubflow.core.packages import PackagesError, hub_packages
 from hubflow.core.plan import PlanError
+
+if TYPE_CHECKING:
+    from hubflow.clients.github import OpenPull
 
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_pr_preview"
@@ -52,6 +53,8 @@ A broken fleet, a conflict or a head that cannot be fetched is said in the comme
 
 def select(settings: Settings, context: dict) -> list[dict]:
     """The PRs to preview: the one asked for, or every open PR whose comment describes another head or base."""
+    from hubflow.clients.github import GitHubError
+
     unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared: conf is merged in
     if unknown:
         raise AirflowFailException(unknown)
@@ -102,6 +105,9 @@ def comment(settings: Settings, job: dict) -> dict:
 
 def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
     """Fill `p`: freeze, holds, the plan and the packages. What stops the plan becomes `p.problem`."""
+    from hubflow.clients.git import GitError
+    from hubflow.clients.mirror import fetch_commit
+
     now = dt.datetime.now(dt.timezone.utc)
     p.frozen = frozen(env, hooks.freeze_switch(env.name), now)
     window = next_window(env, now)

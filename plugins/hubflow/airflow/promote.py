@@ -15,8 +15,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from hubflow.airflow import hooks, tasks
-from hubflow.clients.git import GitError
-from hubflow.clients.github import GitHubError, NotMergeable
 from hubflow.core import promotion
 from hubflow.core.config import Settings, load_settings
 from hubflow.core.lifecycle import Refused
@@ -53,6 +51,8 @@ def mode(settings: Settings, context: dict) -> str:
 
 def run_check(settings: Settings, context: dict) -> dict:
     """The form, the revision, the ledger entry, the gates. Refusals go to `record`, which books them."""
+    from hubflow.clients.git import GitError
+
     params = context["params"]
     unknown = tasks.unknown_params(context)
     if unknown:
@@ -115,6 +115,8 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
 
 def _comment(settings: Settings, number: int, key: str, body: str) -> None:
     """A PR comment that GitHub cannot take is logged: the ledger and Slack still say the same thing."""
+    from hubflow.clients.github import GitHubError
+
     try:
         hooks.github(settings).comment(number, key, body)
     except GitHubError as exc:
@@ -161,6 +163,8 @@ class PromotionApproval(ApprovalOperator):
 
 def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
     """Merge at exactly the checked revision, after the gates said yes once more."""
+    from hubflow.clients.github import NotMergeable
+
     if mode(settings, context) != "merge":
         raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
     again = promotion.Candidate(c["source"], c["target"], c["revision"], c["tree"], c["subject"])

@@ -1,6 +1,7 @@
 """The bodies of the deploy DAG's tasks: each gathers what its step needs from Airflow (connections, variables, the
 run's context and XComs), calls one decision of hubflow.core.lifecycle, performs the effects it returns, and leaves
-a readable log. Everything here runs inside a task, never at import time.
+a readable log. Everything here runs inside a task, never at import time. The DAG files import this module at
+parse, so the clients (PyGithub, SQLAlchemy + Alembic, ...) are imported inside the functions that use them.
 """
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from hubflow.airflow import hooks
 from hubflow.airflow.operators import FAULT_KEY
-from hubflow.clients.git import GitError
-from hubflow.clients.github import GitHubError, NotMergeable, RevertRefused
-from hubflow.clients.registry import RegistryError
-from hubflow.clients.revert import RevertConflict
 from hubflow.core import lifecycle
 from hubflow.core.config import ConfigError, Environment, Settings
 from hubflow.core.messages import outcome_message
@@ -73,6 +70,8 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
         attempt: int | None = None) -> None:
     """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
     attempt, or a new one), the commit status and `record` say why, and the task fails without retries."""
+    from hubflow.clients.github import GitHubError
+
     if revision:
         book = hooks.ledger(settings)
         if attempt is None:
@@ -90,6 +89,7 @@ def end(settings: Settings, env: Environment, outcome: str, reason: str, context
 
 
 def resolve(settings: Settings, env: Environment, context: dict) -> dict:
+    from hubflow.clients.git import GitError
     from hubflow.clients.ledger import LedgerError
 
     unknown = unknown_params(context)
@@ -157,6 +157,8 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
 def build_pods(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> list[dict]:
     """Only the images whose tag the registry lacks are built (a revert builds nothing). An environment that never
     builds refuses, before any hub is touched, when an image is missing or differs from what was verified."""
+    from hubflow.clients.registry import RegistryError
+
     images = planned["plan"]["images"]
     revision, attempt = planned["plan"]["head"], planned["attempt"]
     try:
@@ -232,6 +234,8 @@ def verify(settings: Settings, env: Environment, target: dict, hub: str, context
 def conclude(settings: Settings, env: Environment, target: dict, planned: dict, context: dict) -> dict:
     """What the pods did (core.lifecycle.conclude); a verified revision is recorded as such at once, before any
     promotion, so the next environment's gate can always see it."""
+    from hubflow.clients.registry import RegistryError
+
     ti, dag_run = context["ti"], context["dag_run"]
     states = task_states(context, ["build_pods", "build", *(f"{wave}.upgrade" for wave in WAVES)])
     if not planned or states.get("build_pods") != "success":  # the run ended before any pod: `record` says so
@@ -269,6 +273,8 @@ def decide(outcome: dict | None) -> list[str]:
 def promote(settings: Settings, env: Environment, revision: str, attempt: int, hubs: int, context: dict) -> dict:
     """Status success and the promotion PR to the next environment (merged when `promotion.mode: merge`, only
     while its head is still the verified revision). Safe to retry: the PR is found before it is made."""
+    from hubflow.clients.github import NotMergeable
+
     gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
     gh.set_status(env.name, revision, "success", url, f"verified {hubs} hub(s) on {env.name}")
     links: dict[str, str] = {"run": url}
@@ -312,6 +318,9 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, outc
     """The failure path the core decides (lifecycle.aftermath): hold and revert the revision only when it is to
     blame, the commit status, the comments on its PRs. Safe to retry: the hold, the revert PR, the branch and the
     comments are looked up before they are made; a transient GitHub error fails the try and Airflow retries."""
+    from hubflow.clients.github import RevertRefused
+    from hubflow.clients.revert import RevertConflict
+
     gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
     revision, base = target["revision"], target["base"]
     plan = lifecycle.aftermath(outcome, target)
@@ -341,6 +350,8 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
            aftermath: dict | None, context: dict) -> str:
     """Close the ledger attempt, set the final status, notify, and end the log with one line: what happened and
     what runs in the environment now (core.lifecycle.final)."""
+    from hubflow.clients.github import GitHubError
+
     ti = context["ti"]
     ended = next((e for t in ("resolve", "gate", "plan", "build_pods")
                   if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)

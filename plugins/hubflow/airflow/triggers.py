@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
-from github import GithubException
 
-from hubflow.clients.github import Head, describe, poll_head, retry_wait
 from hubflow.core.config import Settings
+
+if TYPE_CHECKING:
+    from hubflow.clients.github import Head
 
 STATE_KEY = "head"
 MAX_RATE_WAIT = 3600.0
@@ -61,6 +62,8 @@ class BranchHeadTrigger(BaseEventTrigger):
                  "github_conn_id": self.github_conn_id, "poll_interval": self.poll_interval})
 
     async def _load(self) -> Head | None:
+        from hubflow.clients.github import Head
+
         if self.asset_state_store is None:
             self.log.warning("no asset state store (not in an AssetWatcher): the last head is kept in memory only")
             return None
@@ -72,7 +75,11 @@ class BranchHeadTrigger(BaseEventTrigger):
             await self.asset_state_store.aset(STATE_KEY, {"revision": head.revision, "etag": head.etag})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from hubflow.airflow import hooks  # here, not at import: DAG files import this module to build watchers
+        # here, not at import: DAG files import this module to build watchers, and PyGithub is heavy
+        from github import GithubException
+
+        from hubflow.airflow import hooks
+        from hubflow.clients.github import describe, poll_head, retry_wait
 
         known = await self._load()
         client = None
