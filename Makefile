@@ -42,9 +42,7 @@ system:
 	@for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils chromium age podman >/dev/null; }
 
 # Two workers (one per core), each module on one worker: every worker has its own Airflow home, sandbox and hub.
-# Modules go out in collection order, which tests/conftest.py starts with the slowest (xdist would reorder them by
-# their number of tests and leave the one-test stack modules for last).
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: failing"; exit $$rc
