@@ -55,11 +55,13 @@ def main() -> None:
             root = make_sample_repo(Path(tmp) / f"fleet{n}", hubs=n)
             base = git(root, "rev-parse", "HEAD").strip()
             commit(root, "touch every hub and the primary image", {
-                **{f"deployments/{d.name}/config/common.yaml": "changed: true\n" for d in (root / "deployments").iterdir()},
+                **{f"deployments/{d.name}/config/common.yaml": "changed: true\n"
+                   for d in (root / "deployments").iterdir()},
                 "images/primary/Dockerfile": "FROM scratch\n"})
             rows.append((n, measure(root, base, args.runs), measure(root, None, args.runs)))
     first = rows[0]
-    print(f"{'hubs':>5} {'range plan':>11} {'ratio':>6} {'git procs':>9} {'first deploy':>13} {'ratio':>6} {'git procs':>9}")
+    print(f"{'hubs':>5} {'range plan':>11} {'ratio':>6} {'git procs':>9} "
+          f"{'first deploy':>13} {'ratio':>6} {'git procs':>9}")
     for n, (t, procs, deployed), (t0, procs0, _) in rows:
         assert deployed == n
         print(f"{n:>5} {t * 1000:>9.1f}ms {t / first[1][0]:>5.2f}x {procs:>9} {t0 * 1000:>11.1f}ms "

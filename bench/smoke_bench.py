@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "plugins")]
 
+from hubflow.clients.notebook import parse_notebook  # noqa: E402
+from hubflow.clients.smoke import CHECKS, verify  # noqa: E402
 from hubflow.core.packages import parse_package  # noqa: E402
-from hubflow.clients.jupyterhub import CHECKS, parse_notebook, verify  # noqa: E402
 from sandbox.jupyterhub_local import LocalHub  # noqa: E402
 
 TARGET_SECONDS = 15

@@ -1,7 +1,7 @@
 """The promote DAG (`hubflow_promote`): a verified revision moves to the next environment, by hand from a form.
 
-Wiring only: the factory in plugins/hubflow/airflow/promote.py reads the settings file and nothing else.
+Wiring only: the factory in plugins/hubflow/airflow/promotion.py reads the settings file and nothing else.
 """
-from hubflow.airflow.promote import promote_dags
+from hubflow.airflow.promotion import promote_dags
 
 globals().update(promote_dags())

@@ -178,7 +178,8 @@ def main() -> None:
         say("a bad merge into staging: a package the image does not have")
         known = {r["dag_run_id"] for r in airflow.runs(dag)}
         bad = world.github.merge_feature("Add a package to datascience", {
-            "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.5.2\nhubflow-no-such-package==1.0\n"})
+            "images/datascience/requirements.txt":
+                "pandas==2.2.3\nscikit-learn==1.5.2\nhubflow-no-such-package==1.0\n"})
         run = airflow.wait_for_run(dag, known, bad["merge_commit_sha"])
         report(world, airflow, dag, run, bad["merge_commit_sha"])
 

@@ -5,7 +5,8 @@ repository over git's smart HTTP at `emulator.clone_url` (through the real `git 
 HTTP basic auth, as on github.com). What it serves: the repository, branches, commits (also the `sha` media type that
 answers with the bare sha), compare, the pulls of a commit, pulls (create, list with state/head/base, get, update,
 merge as a real git merge or squash in the bare repository, requested reviewers, labels), statuses and the combined
-status, issue comments, issues (list with state/labels, create, get, edit: title, body, state, labels), ETag/304 on every GET (a 304 costs no rate limit) and rate-limit headers.
+status, issue comments, issues (list with state/labels, create, get, edit: title, body, state, labels), ETag/304 on
+every GET (a 304 costs no rate limit) and rate-limit headers.
 
 Tests script outcomes with `fail`, `rate_limit`, `too_many` and `hang` (the next N requests to a method and path),
 read `requests` (every request, in order), and produce realistic history with `merge_feature` (a PR from a feature

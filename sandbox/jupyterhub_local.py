@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from hubflow.clients.jupyterhub import NEEDED_SCOPES
+from hubflow.clients.smoke import NEEDED_SCOPES
 from sandbox.registry_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

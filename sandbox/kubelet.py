@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hubflow.core.config import Pods
+from hubflow.core.settings import Pods
 from hubflow.k8s import pods
 
 RUNNER_SCRIPT = Path(__file__).resolve().parents[1] / "include" / "runner" / pods.RUNNER

@@ -2,7 +2,8 @@
 
 Layout (as in berkeley-dsep-infra/datahub): hub/ (a real shared chart, its dependency vendored in hub/charts/),
 images/<name>/, deployments/<hub>/ with config/{common,staging,prod}.yaml, secrets/{staging,prod}.yaml encrypted by
-sops for a test age key, and a small hubflow-hub.yaml that the fleet discovers. Hubs: datahub and data8 share image `primary`, biology uses `datascience`, rhub runs an external image.
+sops for a test age key, and a small hubflow-hub.yaml that the fleet discovers. Hubs: datahub and data8 share image
+`primary`, biology uses `datascience`, rhub runs an external image.
 Extra generated hubs (for benchmarks) alternate between the two images.
 
     python -m sandbox.sample_repo PATH [--hubs N] [--bare ORIGIN]
@@ -213,9 +214,11 @@ def sample_files(hubs: int = 4, registry: str = "127.0.0.1:5000") -> dict[str, s
         "docs/index.md": "# Operator docs\n",
         **{f"hub/{rel}": text.replace("{registry}", registry) for rel, text in CHART.items()},
         "images/primary/Dockerfile": "FROM quay.io/jupyter/minimal-notebook:2025-01-06\nCOPY environment.yml /tmp/\n",
-        "images/primary/environment.yml": "name: primary\ndependencies:\n  - python=3.12\n  - numpy=2.1.3\n  - pip:\n    - otter-grader==6.0.0\n",
+        "images/primary/environment.yml": ("name: primary\ndependencies:\n  - python=3.12\n  - numpy=2.1.3\n  - pip:\n"
+                                           "    - otter-grader==6.0.0\n"),
         "images/primary/README.md": "The primary image.\n",
-        "images/datascience/Dockerfile": "FROM quay.io/jupyter/scipy-notebook:2025-01-06\nCOPY requirements.txt /tmp/\n",
+        "images/datascience/Dockerfile":
+            "FROM quay.io/jupyter/scipy-notebook:2025-01-06\nCOPY requirements.txt /tmp/\n",
         "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.5.2\n",
     }
     secrets = {env: secrets_file(env) for env in ("staging", "prod")}
@@ -272,7 +275,8 @@ def make_sample_repo(path: str | os.PathLike, hubs: int = 4, bare: str | os.Path
                      registry: str = "127.0.0.1:5000") -> Path:
     """Create the sample repository at `path` on branch `staging` with `prod` at the same commit.
 
-    With `bare`, also create a bare clone there (the `origin` that pods and the GitHub emulator use) and push both branches.
+    With `bare`, also create a bare clone there (the `origin` that pods and the GitHub emulator use) and push both
+    branches.
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)

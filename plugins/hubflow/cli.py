@@ -11,20 +11,22 @@ import os
 import sys
 from pathlib import Path
 
-from hubflow.core import config
+from hubflow.core.documents import ConfigError
 from hubflow.core.errors import HubflowError
+from hubflow.core.fleet import Fleet, parse_fleet
+from hubflow.core.settings import DEFAULT_SETTINGS, Settings, load_settings, settings_path
 from hubflow.clients.git import Repo
 from hubflow.core.plan import format_plan, make_plan, parse_fleet_discovery, read_fleet
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load_settings(args.config)
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     envs = [e.name for e in settings.environments]
-    print(f"settings {config.settings_path(args.config)}: ok")
+    print(f"settings {settings_path(args.config)}: ok")
     print(f"  repository   {settings.repository.github} (fleet file {settings.repository.fleet_file})")
     for env in settings.environments:
         print(f"  environment  {env.name:<10} branch {env.branch:<12} cluster {env.kubernetes_conn_id:<20} "
@@ -34,11 +36,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             text = path.read_text()
         except OSError as exc:
-            raise config.ConfigError([(str(path), "", f"cannot read: {exc.strerror}")]) from None
+            raise ConfigError([(str(path), "", f"cannot read: {exc.strerror}")]) from None
         root = path.parent
         found = {str(p.relative_to(root)): p.read_text() for pat in parse_fleet_discovery(text, str(path))
                  for p in sorted(root.glob(pat)) if p.is_file()}
-        fleet = config.parse_fleet(text, str(path), found, envs)
+        fleet = parse_fleet(text, str(path), found, envs)
         source = str(path)
     elif args.repo:
         repo = Repo(args.repo)
@@ -68,16 +70,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def json_schemas() -> dict[str, dict]:
+    """JSON schemas of both configuration files, for editors (`hubflow schema` writes them to include/schemas/)."""
+    return {"hubflow.schema.json": Settings.model_json_schema(), "hubflow-fleet.schema.json": Fleet.model_json_schema()}
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, schema in config.json_schemas().items():
+    for name, schema in json_schemas().items():
         (out / name).write_text(json.dumps(schema, indent=2) + "\n")
         print(out / name)
     return 0
 
 
-def _ledger(args: argparse.Namespace, settings: config.Settings):
+def _ledger(args: argparse.Namespace, settings: Settings):
     """The ledger at --ledger, $HUBFLOW_LEDGER_URL, or the Airflow connection the settings name."""
     from hubflow.clients.ledger import Ledger
 
@@ -97,34 +104,35 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.env:
         settings.environment(args.env)  # an unknown name is an error that lists the configured ones
-    book = _ledger(args, settings)
-    attempts = book.attempts(args.env, args.limit)
+    with _ledger(args, settings) as book:  # the command's one engine, closed when it ends
+        attempts, holds = book.attempts(args.env, args.limit), book.holds()
     if args.json:
         print(json.dumps({"attempts": [a.to_dict() for a in attempts], "holds": [
-            {**h, "created_at": h["created_at"].isoformat()} for h in book.holds()]}, indent=2))
+            {**h, "created_at": h["created_at"].isoformat()} for h in holds]}, indent=2))
         return 0
     print(f"{'id':>5}  {'env':<8} {'revision':<12} {'outcome':<8} {'started (UTC)':<19}  detail")
     for a in attempts:
         forced = f" [forced by {a.forced_by}: {a.force_reason}]" if a.force_reason else ""
         print(f"{a.id:>5}  {a.env:<8} {a.revision[:12]:<12} {a.outcome:<8} "
               f"{a.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19}  {(a.detail or '')[:100]}{forced}")
-    for h in book.holds():
+    for h in holds:
         print(f"held: {h['revision'][:12]} ({h['env']}): {h['reason'][:100]}")
     return 0
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    book = _ledger(args, settings)
-    if args.clear:
-        if not book.clear_hold(args.revision):
-            raise HubflowError(f"{args.revision} is not held (give the full sha; `hubflow ledger` lists holds)")
-        print(f"cleared the hold on {args.revision}")
-    else:
-        if not args.reason:
-            raise HubflowError("say why with --reason")
-        book.hold(args.revision, args.env or settings.environments[0].name, args.reason)
-        print(f"held {args.revision}: it is not deployed or promoted until `hubflow hold --clear {args.revision}`")
+    if not args.clear and not args.reason:
+        raise HubflowError("say why with --reason")
+    with _ledger(args, settings) as book:  # the command's one engine, closed when it ends
+        if args.clear:
+            if not book.clear_hold(args.revision):
+                raise HubflowError(f"{args.revision} is not held (give the full sha; `hubflow ledger` lists holds)")
+            print(f"cleared the hold on {args.revision}")
+        else:
+            book.hold(args.revision, args.env or settings.environments[0].name, args.reason)
+            print(f"held {args.revision}: it is not deployed or promoted until "
+                  f"`hubflow hold --clear {args.revision}`")
     return 0
 
 
@@ -185,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--off", action="store_true", help="lift the freeze")
 
     p = command("schema", cmd_schema, "write the JSON schemas of both configuration files")
-    p.add_argument("--out", default=str(config.DEFAULT_SETTINGS.parent / "schemas"))
+    p.add_argument("--out", default=str(DEFAULT_SETTINGS.parent / "schemas"))
 
     p = command("build", cmd_build, "build an image of the fleet at a revision with the Docker Engine API at "
                                     "DOCKER_HOST, the log streamed as it is written; with --push the last line is "
@@ -235,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render_manifests(settings: config.Settings, env_name: str, repo: Repo, head: str, base: str | None) -> str:
+def render_manifests(settings: Settings, env_name: str, repo: Repo, head: str, base: str | None) -> str:
     """The manifests of every hub a deploy of base..head upgrades, as `helm template` renders them from the chart
     and values at head, each followed (with a base) by a unified diff against the same hub rendered at base.
 
@@ -319,7 +327,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
     # requests and websocket-client load only for this command
     from hubflow.core.packages import parse_package
-    from hubflow.clients.jupyterhub import Check, SmokeError, format_check, parse_notebook, verify
+    from hubflow.clients.notebook import parse_notebook
+    from hubflow.clients.smoke import Check, SmokeError, format_check, verify
 
     packages = [parse_package(p, "--packages") for p in args.packages]
     notebook = None
@@ -360,7 +369,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                              on_line=lambda line: print(line, flush=True))
     except DockerBuildError as exc:
         fault = build_fault(exc.stage, str(exc))
-        print(f"error: {fault['summary']} ({fault['blame']} fault)", file=sys.stderr)
+        print(f"error: {fault.summary} ({fault.blame} fault)", file=sys.stderr)
         return exit_code(fault)
     print(result["digest"] if args.push else f"built {result['repository']}:{result['tag']} (not pushed)")
     return 0
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"invalid configuration ({len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''}):",
               file=sys.stderr)
         for file, path, reason in exc.problems:

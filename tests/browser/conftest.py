@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import airflow_support
 from sandbox.registry_server import free_port
+from tests import airflow_support
 from tests.browser.cdp import Chromium
 
 ROOT = Path(__file__).resolve().parents[2]

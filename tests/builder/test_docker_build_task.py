@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests import airflow_support
-from tests.builder.conftest import SETTINGS, DeployRepo, manifest_digest
-
 from hubflow.clients.git import Repo
 from hubflow.core.plan import make_plan
+from tests import airflow_support
+from tests.builder.conftest import SETTINGS, DeployRepo, manifest_digest
 
 DAGS = Path(__file__).parent / "dags"
 PASSWORD = "pw-9f1c2e"  # the auth_registry fixture's

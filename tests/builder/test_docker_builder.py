@@ -12,15 +12,15 @@ from pathlib import Path
 
 import docker
 import pytest
-from sandbox.registry_server import RegistryServer
-from tests.builder.conftest import DeployRepo, manifest_digest
 
-from hubflow.clients.docker_builder import REVISION_LABEL, DockerBuildError, DockerBuilder
+from hubflow.clients.docker_builder import REVISION_LABEL, DockerBuilder, DockerBuildError
 from hubflow.clients.git import Repo
 from hubflow.clients.registry import Credentials
 from hubflow.core.builds import build_fault
 from hubflow.core.plan import make_plan
 from hubflow.k8s.pods import previous_tags
+from sandbox.registry_server import RegistryServer
+from tests.builder.conftest import DeployRepo, manifest_digest
 
 HUBFLOW = Path(sys.executable).parent / "hubflow"
 
@@ -115,8 +115,8 @@ def test_a_dockerfile_that_fails_is_the_revisions_fault_and_nothing_is_pushed(do
         DockerBuilder(docker_host).build_image(Repo(deploy_repo.path), plan, "hello", on_line=lambda _: None)
 
     fault = build_fault(caught.value.stage, str(caught.value))
-    assert fault["blame"] == "revision"
-    assert fault["summary"].startswith("the image build failed: ") and "missing.txt" in fault["summary"]
+    assert fault.blame == "revision"
+    assert fault.summary.startswith("the image build failed: ") and "missing.txt" in fault.summary
     assert manifest_digest(registry, path_in(deploy_repo.repository), plan.image("hello").tag) is None
 
 
@@ -131,9 +131,9 @@ def test_a_registry_that_refuses_or_is_gone_is_a_platform_fault_never_a_success(
     with pytest.raises(DockerBuildError) as refused:
         DockerBuilder(docker_host).build_image(Repo(repo.path), plan, "hello", on_line=lines.append)
     fault = build_fault(refused.value.stage, str(refused.value))
-    assert fault["blame"] == "platform"
-    assert fault["summary"].startswith(f"the push to the registry failed: {repo.repository}:{tag} was not pushed: ")
-    assert "unauthorized" in fault["summary"]
+    assert fault.blame == "platform"
+    assert fault.summary.startswith(f"the push to the registry failed: {repo.repository}:{tag} was not pushed: ")
+    assert "unauthorized" in fault.summary
     assert manifest_digest(auth_registry, "datahub/private", tag, ("pusher", "pw-9f1c2e")) is None
 
     caplog.set_level("DEBUG")

@@ -3,8 +3,6 @@ from tests import airflow_support as af
 from tests.e2e.conftest import DAGS, states
 
 
-
-
 def test_staging_merge_deploys_only_the_changed_hub_and_opens_the_promotion(sandbox):
     sandbox.baseline()
     pr = sandbox.github.merge_feature("Give biology more memory",
@@ -71,7 +69,8 @@ def test_failed_verification_rolls_back_reverts_holds_and_leaves_prod_alone(sand
     assert [p["metadata"]["labels"]["hubflow.io/image"] for p in sandbox.pods("build")] == ["datascience"]
     rollback = sandbox.pods("rollback")
     assert len(rollback) == 1 and rollback[0]["metadata"]["labels"]["hubflow.io/hub"] == "biology"
-    assert rollback[0]["spec"]["containers"][0]["args"][-3:-2] == ["3"] or "3" in rollback[0]["spec"]["containers"][0]["args"]
+    args = rollback[0]["spec"]["containers"][0]["args"]
+    assert args[-3:-2] == ["3"] or "3" in args
     # the revert PR exists and, in merge mode, is merged: staging is back to the tree that last worked
     reverts = revert_pulls(sandbox)
     assert len(reverts) == 1 and reverts[0]["merged"]
@@ -154,14 +153,14 @@ def test_failing_helm_upgrade_rolls_back_the_others(sandbox):
     sandbox.baseline()
     sandbox.k8s.script({"hubflow.io/kind": "upgrade", "hubflow.io/hub": "datahub"}, exit_code=1,
                        logs=["Error: UPGRADE FAILED: release datahub-staging failed, and has been rolled back"])
-    pr = sandbox.github.merge_feature("Bump the chart", {"hub/values.yaml": "jupyterhub: {hub: {db: {type: sqlite-memory}}}\n"})
+    pr = sandbox.github.merge_feature("Bump the chart",
+                                      {"hub/values.yaml": "jupyterhub: {hub: {db: {type: sqlite-memory}}}\n"})
     run = sandbox.run("staging")
     assert run.state == "failed"
     hubs = [p["metadata"]["labels"]["hubflow.io/hub"] for p in sandbox.pods("upgrade")]
     assert sorted(hubs) == ["biology", "data8", "datahub", "rhub"]
     rolled = sorted(p["metadata"]["labels"]["hubflow.io/hub"] for p in sandbox.pods("rollback"))
     assert rolled == ["biology", "data8", "rhub"]  # datahub: helm --atomic already put it back
-    i = hubs.index("datahub")
     log = sandbox.log
     # the deploy task's last line says what helm left (the runner's termination message) and whose fault it is
     assert "upgrade datahub: helm failed: Error: UPGRADE FAILED: release datahub-staging failed, and has been rolled " \
@@ -227,7 +226,8 @@ def test_prod_never_builds_a_missing_image_refuses_the_run(sandbox):
 
 def test_a_failed_rollback_is_named_and_stops_the_line(sandbox):
     sandbox.baseline()
-    sandbox.k8s.script({"hubflow.io/kind": "rollback"}, exit_code=1, logs=["Error: timed out waiting for the condition"])
+    sandbox.k8s.script({"hubflow.io/kind": "rollback"}, exit_code=1,
+                       logs=["Error: timed out waiting for the condition"])
     pr = bad_merge(sandbox)
     run = sandbox.run("staging")
     assert run.state == "failed" and states(run)["rollback[0]"] == "failed"

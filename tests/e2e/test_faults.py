@@ -254,18 +254,18 @@ def test_6_github_down_when_the_run_starts_is_a_platform_fault_that_touches_noth
 
 
 def test_7_a_revert_that_conflicts_says_revert_by_hand_names_the_files_and_keeps_the_hold(sandbox, monkeypatch):
-    from hubflow.core import lifecycle
+    from hubflow.core import deploy
 
     sandbox.baseline()
     pr = bad_merge(sandbox)
     revision = pr["merge_commit_sha"]
-    real = lifecycle.aftermath
+    real = deploy.aftermath
 
-    def branch_moves_on(outcome, target):  # someone merges over the same lines while the run verifies
+    def branch_moves_on(conclusion, target):  # someone merges over the same lines while the run verifies
         sandbox.github.push("staging", "pin scikit-learn", {
             "images/datascience/requirements.txt": "pandas==2.2.3\nscikit-learn==1.6.0\nhubflow-no-such-package==2\n"})
-        return real(outcome, target)
-    monkeypatch.setattr(lifecycle, "aftermath", branch_moves_on)
+        return real(conclusion, target)
+    monkeypatch.setattr(deploy, "aftermath", branch_moves_on)
     run = sandbox.run("staging")
     assert run.state == "failed" and states(run)["fail"] == "success"
     assert revert_pulls(sandbox) == []

@@ -83,7 +83,8 @@ def test_problems_open_one_issue_that_is_updated_then_closed_when_all_is_green(s
     by = rows(summary)
     assert by["datahub"]["ok"] and by["datahub"]["smoke"] == "passed" and by["datahub"]["revision"] == h0
     assert not by["biology"]["ok"] and by["biology"]["smoke"] == "failed"
-    assert MISSING in by["biology"]["findings"][0]["detail"] and "tried 2 times" in by["biology"]["findings"][0]["detail"]
+    detail = by["biology"]["findings"][0]["detail"]
+    assert MISSING in detail and "tried 2 times" in detail
     data8 = " ".join(f["detail"] for f in by["data8"]["findings"])
     assert "0123abcd0123" in data8 and "values differ" in data8
     assert by["rhub"]["release"] == "pending-upgrade v4" and "stuck in pending-upgrade" in \

@@ -49,8 +49,6 @@ def verified(box, revision: str, minutes_ago: float = 0) -> None:
     attempt = book.start("staging", revision, None, Repo(box.github.bare).tree_id(revision), f"fake-{revision}")
     book.finish(attempt, "success", "verified (booked by the test)")
     if minutes_ago:
-        import sqlalchemy as sa
-
         from hubflow.clients.ledger import attempts
         with book.engine.begin() as c:
             c.execute(attempts.update().where(attempts.c.id == attempt).values(

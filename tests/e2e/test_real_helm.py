@@ -14,8 +14,8 @@ import requests
 import yaml
 
 from hubflow.clients.git import Repo
-from hubflow.core.config import load_settings
 from hubflow.core.plan import make_plan
+from hubflow.core.settings import load_settings
 from hubflow.k8s import pods
 from sandbox.kubelet import LocalKubelet
 from sandbox.sample_repo import SECRET_VALUE
@@ -72,8 +72,9 @@ def chart(box) -> Path:
 
 
 def change_biology(box, title: str = "Give biology more memory"):
-    return box.github.merge_feature(title, {"deployments/biology/config/common.yaml":
-                                            "jupyterhub: {singleuser: {memory: {limit: 4G}}}\ncustom: {layer: common}\n"})
+    return box.github.merge_feature(title, {
+        "deployments/biology/config/common.yaml":
+            "jupyterhub: {singleuser: {memory: {limit: 4G}}}\ncustom: {layer: common}\n"})
 
 
 def test_a_merge_is_deployed_by_real_helm_with_its_values_in_order_and_the_nightly_reads_the_records(real):

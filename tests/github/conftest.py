@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from github import Auth, Github
 
-from hubflow.core.config import load_settings
+from hubflow.core.settings import load_settings
 from hubflow.clients import github
 from sandbox.github_emulator import GitHubEmulator
 from sandbox.sample_repo import make_sample_repo

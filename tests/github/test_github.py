@@ -186,6 +186,16 @@ def test_merge_only_when_github_says_mergeable(gh, emulator, sleeps):
     assert len(emulator.requests_to("PUT", "*/merge")) == 1
 
 
+def test_mergeability_is_read_a_bounded_number_of_times(gh, emulator, sleeps):
+    a = emulator.merge_feature("A", {"hub/values.yaml": "a: 1\n"})
+    pull = gh.ensure_promotion("staging", a["merge_commit_sha"], {})
+    emulator.mergeable_unknown = 10
+    with pytest.raises(NotMergeable, match="did not say whether it is mergeable after 5 reads"):
+        gh.merge(pull.number)
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]  # no wait after the last read
+    assert emulator.requests_to("PUT", "*/merge") == []
+
+
 def test_a_conflicting_pr_is_not_merged(gh, emulator):
     emulator.push("prod", "hotfix on prod", {"hub/values.yaml": "prod: hotfix\n"})
     a = emulator.merge_feature("A", {"hub/values.yaml": "staging: change\n"})

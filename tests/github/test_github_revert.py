@@ -1,10 +1,11 @@
-"""What makes a range a revert (hubflow's trailer, not a branch name), and which earlier revert PR is reused."""
+"""What makes a range a revert (hubflow's trailer, not a branch name), and which earlier revert PR is reused
+(the walk itself, without GitHub: tests/unit/test_reverts.py)."""
 from __future__ import annotations
 
 import pytest
 
-from hubflow.clients.github import RevertRefused, first_parent_line, revert_in
-from hubflow.core.lifecycle import REVERTS_TRAILER
+from hubflow.clients.github import RevertRefused
+from hubflow.core.reverts import REVERTS_TRAILER
 
 PRIMARY = "images/primary/environment.yml"
 
@@ -31,15 +32,6 @@ def test_a_range_with_hubflows_revert_commit_pushed_directly_is_refused(gh, emul
     with pytest.raises(RevertRefused, match=f"holds the revert commit {revert[:12]}; hubflow never reverts a revert"):
         gh.revert("staging", bad, revert, "the revert failed too")
     assert receive_packs(emulator) == [] and revert_pulls(emulator) == []
-
-
-def test_the_trailer_counts_only_as_a_line_of_its_own():
-    commits = {"b": (["a"], f"Mention {REVERTS_TRAILER}: abcdef1 in prose"), "a": ([], "first")}
-    assert revert_in(commits, first_parent_line(commits, "b")) is None
-    commits["c"] = (["b", "r"], "Merge pull request #9 from datahub/hubflow/revert-staging-abcdef1")
-    commits["r"] = (["a"], f"Revert\n\n{REVERTS_TRAILER}: {'a' * 40}")
-    assert first_parent_line(commits, "c") == ["c", "b", "a"]
-    assert revert_in(commits, first_parent_line(commits, "c")) == "c"  # the merge that brought the revert in
 
 
 def test_a_revert_pr_closed_without_merging_is_replaced_by_a_new_one(gh, emulator):

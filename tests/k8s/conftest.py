@@ -46,7 +46,7 @@ def settings_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(settings_file):
-    from hubflow.core.config import load_settings
+    from hubflow.core.settings import load_settings
 
     return load_settings(settings_file)
 

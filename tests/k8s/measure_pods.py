@@ -20,8 +20,8 @@ airflow_support.setup_environment()
 
 
 def main(n: int = 5) -> None:
+    from hubflow.core.settings import load_settings
     from hubflow.k8s import pods
-    from hubflow.core.config import load_settings
     from sandbox.k8s_emulator import K8sEmulator
     from tests.k8s.conftest import DAGS, SETTINGS
 

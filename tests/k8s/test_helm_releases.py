@@ -6,8 +6,7 @@ import gzip
 import json
 
 import pytest
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
+from kubernetes import client as k8s, config as k8s_config
 
 from hubflow.clients.helm_releases import HelmReleases, ReleaseError, decode, deployed, hubflow_revision
 from sandbox.k8s_emulator import helm_release_secret
@@ -32,7 +31,8 @@ def test_records_are_decoded_oldest_first_and_the_values_stay_out_of_the_summary
     write(emulator, tmp_path,
           helm_release_secret("datahub-staging", "datahub-staging", 2, "deployed", SECRET_CONFIG,
                               description=f"hubflow staging {SHA}", last_deployed="2026-11-02T07:00:00.123456789Z"),
-          helm_release_secret("datahub-staging", "datahub-staging", 1, "superseded", {}, description="Install complete"),
+          helm_release_secret("datahub-staging", "datahub-staging", 1, "superseded", {},
+                              description="Install complete"),
           helm_release_secret("data8-staging", "datahub-staging", 1, "deployed", {}))
     records = releases.records("datahub-staging", "datahub-staging")
     assert [(r.version, r.status) for r in records] == [(1, "superseded"), (2, "deployed")]
@@ -47,8 +47,10 @@ def test_records_are_decoded_oldest_first_and_the_values_stay_out_of_the_summary
 
 def test_a_rollback_runs_the_revision_of_the_record_it_restored(emulator, releases, tmp_path):
     write(emulator, tmp_path,
-          helm_release_secret("biology-staging", "biology-staging", 3, "superseded", {}, description=f"hubflow staging {SHA}"),
-          helm_release_secret("biology-staging", "biology-staging", 4, "failed", {}, description="hubflow staging " + "b" * 40),
+          helm_release_secret("biology-staging", "biology-staging", 3, "superseded", {},
+                              description=f"hubflow staging {SHA}"),
+          helm_release_secret("biology-staging", "biology-staging", 4, "failed", {},
+                              description="hubflow staging " + "b" * 40),
           helm_release_secret("biology-staging", "biology-staging", 5, "deployed", {}, description="Rollback to 3"))
     records = releases.records("biology-staging", "biology-staging")
     assert hubflow_revision(records, deployed(records)) == ("staging", SHA)

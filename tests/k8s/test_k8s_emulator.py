@@ -66,7 +66,9 @@ def test_label_selectors_are_honoured(api):
     v1.create_namespaced_pod("ns", pod("a", {"dag_id": "d", "try_number": "1"}))
     v1.create_namespaced_pod("ns", pod("b", {"dag_id": "d", "try_number": "2", "already_checked": "True"}))
     v1.create_namespaced_pod("other", pod("c", {"dag_id": "d"}))
-    names = lambda sel: sorted(p.metadata.name for p in v1.list_namespaced_pod("ns", label_selector=sel).items)
+    def names(sel):
+        return sorted(p.metadata.name for p in v1.list_namespaced_pod("ns", label_selector=sel).items)
+
     assert names("dag_id=d") == ["a", "b"]
     assert names("dag_id=d,already_checked!=True") == ["a"]
     assert names("try_number==2") == ["b"]
@@ -98,7 +100,9 @@ def test_xcom_through_exec_websocket_then_the_sidecar_stops(api):
     ws.run_forever(timeout=5)
     assert json.loads(ws.read_stdout()) == {"revision": 7}
     assert ws.returncode == 0
-    sidecar = lambda: v1.read_namespaced_pod("p", "ns").status.container_statuses[1].state
+    def sidecar():
+        return v1.read_namespaced_pod("p", "ns").status.container_statuses[1].state
+
     assert sidecar().running is not None
     ws = stream(v1.connect_get_namespaced_pod_exec, "p", "ns", container="airflow-xcom-sidecar", command=["/bin/sh"],
                 stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
@@ -244,7 +248,7 @@ def test_objects_get_what_a_server_adds_and_honour_selectors(api, apps):
     assert (made.status.ready_replicas, made.status.observed_generation) == (1, 1)
     apps.create_namespaced_deployment("ns", deployment("proxy", {"tier": "proxy"}))
     apps.create_namespaced_deployment("other", deployment("hub", {"tier": "hub"}))
-    names = lambda **kw: sorted(d.metadata.name for d in apps.list_namespaced_deployment("ns", **kw).items)  # noqa
+    names = lambda **kw: sorted(d.metadata.name for d in apps.list_namespaced_deployment("ns", **kw).items)  # noqa: E731
     assert names(label_selector="tier=hub") == ["hub"] and names(field_selector="metadata.name=proxy") == ["proxy"]
     assert len(apps.list_deployment_for_all_namespaces(label_selector="tier=hub").items) == 2
     labelled = apps.patch_namespaced_deployment("hub", "ns", {"metadata": {"labels": {"x": "y"}}})

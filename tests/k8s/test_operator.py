@@ -214,15 +214,16 @@ def test_the_launcher_role_allows_every_request_the_operator_made(status_run, em
 def test_the_operator_creates_exactly_the_pod_that_render_shows(settings, plan):
     """`hubflow render` composes pods without Airflow; the operator must build the same Pod from the same parts,
     adding only its own labels (dag, task, run), a name suffix, and the XCom sidecar of pods that return a result."""
-    from hubflow.airflow.operators import HubflowPodOperator
-    from hubflow.k8s import pods
     from kubernetes.client import ApiClient
+
+    from hubflow.airflow.operators import HubflowPodOperator, pod_operator_kwargs
+    from hubflow.k8s import pods
 
     env = settings.environment("staging")
     per_kind = pods.deploy_pods(settings, env, plan)
     for kind, pod in (("build", per_kind["build"][0]), ("upgrade", per_kind["upgrade"][0]),
                       ("rollback", pods.helm_rollback_pod(settings, env, "datahub", 3))):
-        kwargs = {**pods.operator_kwargs(settings, env, kind), "kubernetes_conn_id": None}
+        kwargs = {**pod_operator_kwargs(settings, env, kind), "kubernetes_conn_id": None}
         built = ApiClient().sanitize_for_serialization(
             HubflowPodOperator(task_id=kind, **kwargs, pod=pod).build_pod_request_obj(dry_run=True))
         expected = pods.compose(pods.base_pod(settings, env, kind), pod)

@@ -1,4 +1,5 @@
-"""Pod specs built by hubflow.k8s.pods: arguments, labels, secrets, resources, service accounts, and the clone script."""
+"""Pod specs built by hubflow.k8s.pods: arguments, labels, secrets, resources, service accounts, and the clone
+script."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,8 @@ def manifests(pods, settings, plan, env_name="staging"):
     per_kind = pods.deploy_pods(settings, env, plan)
     out = [pods.compose(pods.base_pod(settings, env, kind), p) for kind in ("build", "upgrade")
            for p in per_kind[kind]]
-    out.append(pods.compose(pods.base_pod(settings, env, "rollback"), pods.helm_rollback_pod(settings, env, "datahub", 3)))
+    out.append(pods.compose(pods.base_pod(settings, env, "rollback"),
+                            pods.helm_rollback_pod(settings, env, "datahub", 3)))
     out.append(pods.compose(pods.base_pod(settings, env, "status"), pods.helm_status_pod(settings, env, "datahub")))
     return out
 
@@ -223,16 +225,19 @@ def test_pod_deadlines_fit_helms_worst_case(pods, settings):
     assert rollback >= helm + settings.timeouts.pod_startup_seconds
     recovering = settings.model_copy(update={"pods": settings.pods.model_copy(update={"recover_pending": True})})
     assert pods.base_pod(recovering, env, "upgrade")["spec"]["activeDeadlineSeconds"] >= 3 * helm
+    from hubflow.airflow.operators import pod_operator_kwargs
+
     for kind in ("build", "upgrade", "rollback"):
         deadline = pods.base_pod(settings, env, kind)["spec"]["activeDeadlineSeconds"]
-        task = pods.operator_kwargs(settings, env, kind)["execution_timeout"].total_seconds()
+        task = pod_operator_kwargs(settings, env, kind)["execution_timeout"].total_seconds()
         assert task > deadline + settings.timeouts.pod_startup_seconds  # the task outlives its pod and reads its end
 
 
 def test_undo_pods_roll_back_upgrades_and_uninstall_first_installs(pods, settings):
     env = settings.environment("staging")
-    undo = pods.undo_pods(settings, env, [{"hub": "datahub", "action": "rollback", "to": 7},
-                                          {"hub": "physics", "action": "uninstall"}])
+    from hubflow.core.outcomes import Undo
+
+    undo = pods.undo_pods(settings, env, [Undo("datahub", "rollback", 7), Undo("physics", "uninstall")])
     assert undo[0]["arguments"][:6] == ["rollback", "--release", "datahub-staging", "--namespace", "datahub-staging",
                                         "--to"]
     assert undo[1]["arguments"][:3] == ["uninstall", "--release", "physics-staging"]

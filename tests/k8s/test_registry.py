@@ -8,8 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hubflow.clients.registry import (Credentials, RegistryAuthError, RegistryClient, RegistryError, RegistryUnreachable,
-                              base_url, split_reference)
+from hubflow.clients.registry import (
+    Credentials,
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryUnreachable,
+    base_url,
+    split_reference,
+)
 from sandbox.registry_server import RegistryServer, free_port
 
 
@@ -151,7 +158,7 @@ def test_bearer_flow_with_refused_credentials(token_registry):
 
 def test_credentials_from_an_airflow_connection(monkeypatch):
     from hubflow.airflow import hooks
-    from hubflow.core.config import load_settings
+    from hubflow.core.settings import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_HUBFLOW_REGISTRY", json.dumps(
         {"conn_type": "generic", "host": "127.0.0.1", "port": 5000, "login": "pusher", "password": "s3cret-pw"}))

@@ -8,8 +8,9 @@ import time
 import pytest
 import requests
 
+from hubflow.clients.notebook import parse_notebook
+from hubflow.clients.smoke import CHECKS, NEEDED_SCOPES, RUN_NOTE, SMOKE_USERS, verify
 from hubflow.core.packages import parse_package
-from hubflow.clients.jupyterhub import CHECKS, NEEDED_SCOPES, RUN_NOTE, SMOKE_USERS, parse_notebook, verify
 
 pytestmark = pytest.mark.slow
 

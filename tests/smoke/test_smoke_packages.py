@@ -2,8 +2,16 @@
 import pytest
 
 from hubflow.clients.git import Repo
-from hubflow.core.packages import (Package, PackagesError, changed_packages, hub_packages, parse_conda, parse_environment,
-                              parse_package, parse_requirements)
+from hubflow.core.packages import (
+    Package,
+    PackagesError,
+    changed_packages,
+    hub_packages,
+    parse_conda,
+    parse_environment,
+    parse_package,
+    parse_requirements,
+)
 from hubflow.core.plan import make_plan
 from sandbox.sample_repo import commit, git, make_sample_repo
 

@@ -5,9 +5,12 @@ import sys
 import pytest
 import yaml
 
-from hubflow.clients import jupyterhub
+from hubflow.clients import probe as package_probe
+from hubflow.clients import smoke
+from hubflow.clients.notebook import parse_notebook
+from hubflow.clients.probe import probe
+from hubflow.clients.smoke import NEEDED_SCOPES, RUN_NOTE, SmokeError, held_until
 from hubflow.core.packages import Package
-from hubflow.clients.jupyterhub import NEEDED_SCOPES, RUN_NOTE, SmokeError, held_until, parse_notebook, probe
 
 
 def run(*packages):
@@ -67,16 +70,57 @@ def test_leftover_users_are_told_apart_by_their_run_token():
 
 
 def test_the_documented_z2jh_role_is_what_the_scope_check_needs():
-    snippet = jupyterhub.__doc__.split("In z2jh values:", 1)[1].split("\n\n", 2)[1]
+    snippet = smoke.__doc__.split("In z2jh values:", 1)[1].split("\n\n", 2)[1]
     role = yaml.safe_load(snippet)["hub"]["loadRoles"]["hubflow-smoke"]
     assert role == {"services": ["hubflow-smoke"], "scopes": list(NEEDED_SCOPES)}
 
 
+def notebook_json(*cells, minor=5):
+    code = {"outputs": [], "execution_count": None}
+    return json.dumps({"nbformat": 4, "nbformat_minor": minor, "metadata": {}, "cells": [
+        dict(c, metadata={}, **(code if c["cell_type"] == "code" else {})) for c in cells]})
+
+
 def test_notebook_cells_keep_their_position():
-    nb = parse_notebook(json.dumps({"nbformat": 4, "cells": [
+    nb = parse_notebook(notebook_json(
         {"cell_type": "markdown", "source": "# title"},
         {"cell_type": "code", "source": ["import os\n", "os.getcwd()"]},
-        {"cell_type": "code", "source": "  "}]}), "smoke.ipynb")
+        {"cell_type": "code", "source": "  "}, minor=4), "smoke.ipynb")
     assert nb.cells == [(2, "import os\nos.getcwd()")]
     with pytest.raises(SmokeError, match="notebook bad.ipynb is not a Jupyter notebook"):
         parse_notebook("{not json", "bad.ipynb")
+
+
+def test_a_notebook_nbformat_refuses_is_named_with_the_reason_and_where():
+    """What Jupyter could not open, or the notebook schema refuses, fails before any hub is touched."""
+    with pytest.raises(SmokeError, match=r"^notebook bare.ipynb is not a Jupyter notebook \(nbformat 4 JSON\): "
+                                         r"The notebook is invalid and is missing an expected key: metadata$"):
+        parse_notebook(json.dumps({"nbformat": 4, "cells": []}), "bare.ipynb")
+    bad = json.loads(notebook_json({"cell_type": "code", "source": "1"}))
+    bad["cells"][0]["execution_count"] = "x" * 500  # the schema error quotes it: the reason stays short
+    with pytest.raises(SmokeError) as err:
+        parse_notebook(json.dumps(bad), "bad.ipynb")
+    assert str(err.value).startswith("notebook bad.ipynb is not a Jupyter notebook (nbformat 4 JSON): 'xxx")
+    assert str(err.value).endswith("… (at cells/0/execution_count)") and len(str(err.value)) < 300
+    with pytest.raises(SmokeError, match="Unsupported nbformat version 9"):
+        parse_notebook(json.dumps({"nbformat": 9, "cells": []}), "future.ipynb")
+
+
+def test_cells_without_ids_are_read_without_a_warning(recwarn):
+    nb = parse_notebook(notebook_json({"cell_type": "code", "source": "x = 1"}), "smoke.ipynb")
+    assert nb.cells == [(1, "x = 1")]
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_the_probe_runs_as_a_kernel_runs_it(capsys):
+    """The code sent into the kernel (the definition, then one call per package), here in a fresh namespace."""
+    namespace = {}
+    exec(package_probe.definition(), namespace)
+    exec(package_probe.call(Package("requests", "2.34.2")), namespace)
+    exec(package_probe.call(Package("nosuchpkg-hubflow", "1.0")), namespace)
+    out = capsys.readouterr().out.split(package_probe.MARK)
+    first, second = (package_probe.result(package_probe.MARK + text) for text in out[1:])
+    assert (first["status"], package_probe.problem(first), package_probe.shown(first)) == (
+        "ok", None, "requests 2.34.2")
+    assert package_probe.problem(second) == "nosuchpkg-hubflow==1.0 is not installed"
+    assert package_probe.result("no probe here\n") is None

@@ -5,10 +5,10 @@ import logging
 import pytest
 
 from hubflow.airflow.hooks import smoke_token
-from hubflow.core.config import parse_settings
 from hubflow.clients.git import Repo
-from hubflow.clients.jupyterhub import SmokeError
+from hubflow.clients.smoke import SmokeError
 from hubflow.clients.verification import verify_hub
+from hubflow.core.settings import parse_settings
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 pytestmark = pytest.mark.slow

@@ -40,7 +40,8 @@ def test_validate_accepts_the_examples(sample):
 def test_validate_rejects_broken_files_naming_every_field(tmp_path):
     settings = tmp_path / "s.yaml"
     settings.write_text((ROOT / "include" / "hubflow.yaml").read_text()
-                        .replace("branch: prod", "branch: 'prod..x'").replace("mode: pull_request", "mode: sometimes", 1))
+                        .replace("branch: prod", "branch: 'prod..x'")
+                        .replace("mode: pull_request", "mode: sometimes", 1))
     files = sample_files()
     files["hubflow-fleet.yaml"] = files["hubflow-fleet.yaml"].replace("paths: [images/primary]", "paths: [/abs]")
     files["deployments/data8/hubflow-hub.yaml"] = "images: [nosuch]\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from hubflow.clients.ledger import Ledger
-from hubflow.core.config import load_settings
+from hubflow.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -229,6 +228,24 @@ def test_the_image_is_the_pinned_airflow_with_the_pinned_requirements():
     ignore = pathspec.PathSpec.from_lines("gitignore", (ROOT / ".dockerignore").read_text().splitlines())
     assert not ignore.match_file("requirements.txt")
     assert all(ignore.match_file(p) for p in (".env", ".git/config", ".venv/bin/python", "plugins/hubflow/cli.py"))
+    # what only the tests, the sandbox and the linters use never enters the production image
+    assert "requirements-dev" not in dockerfile and ignore.match_file("requirements-dev.txt")
+
+
+def pins(name: str) -> dict[str, str]:
+    """Normalised package name -> version of a pins file; every line that is not a comment is `name==version`."""
+    lines = [line for line in (ROOT / name).read_text().splitlines() if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[^=\s]+", line) for line in lines), name
+    return {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in (line.split("==") for line in lines)}
+
+
+def test_the_dev_pins_only_add_to_the_production_pins():
+    """`make setup` installs both files, the image only requirements.txt: no package is pinned in both (a dev pin
+    could otherwise move a production one in the venv the tests run in), and the test tools are dev pins only."""
+    production, dev = pins("requirements.txt"), pins("requirements-dev.txt")
+    assert set(production) & set(dev) == set()
+    assert {"pytest", "pytest-xdist", "jupyterhub", "ruff", "import-linter", "mypy"} <= set(dev)
+    assert {"apache-airflow", "jupyter-client", "nbformat", "websocket-client"} <= set(production)
 
 
 def test_the_docker_socket_is_opt_in_for_the_worker_only():

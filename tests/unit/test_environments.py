@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hubflow.core import config
 from hubflow.core import environments as view
+from hubflow.core.settings import Settings
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
 
-def settings() -> config.Settings:
-    return config.Settings(repository={"github": "datahub/datahub", "clone_url": "https://example.org/x.git"},
-                           environments=[
-                               {"name": "staging", "branch": "staging", "hub_url": "https://{hub}-s.example.org"},
-                               {"name": "prod", "branch": "prod", "hub_url": "https://{hub}.example.org",
-                                "freeze_windows": [{"start": "2026-12-18T17:00:00-08:00",
-                                                    "end": "2027-01-04T08:00:00-08:00", "reason": "winter break"}]}])
+def settings() -> Settings:
+    return Settings(repository={"github": "datahub/datahub", "clone_url": "https://example.org/x.git"},
+                    environments=[
+                        {"name": "staging", "branch": "staging", "hub_url": "https://{hub}-s.example.org"},
+                        {"name": "prod", "branch": "prod", "hub_url": "https://{hub}.example.org",
+                         "freeze_windows": [{"start": "2026-12-18T17:00:00-08:00",
+                                             "end": "2027-01-04T08:00:00-08:00", "reason": "winter break"}]}])
 
 
 def attempt(id_, revision, outcome, hubs=(), removed=(), helm=4, verified=None, links=None, **record):

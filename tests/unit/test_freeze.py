@@ -4,17 +4,18 @@ import zoneinfo
 
 import pytest
 
-from hubflow.core import config
+from hubflow.core.documents import ConfigError
 from hubflow.core.freeze import frozen, next_window
+from hubflow.core.settings import Environment, parse_duration, parse_settings
 
 LA = zoneinfo.ZoneInfo("America/Los_Angeles")
 UTC = dt.timezone.utc
 WEEKEND = {"cron": "0 16 * * FRI", "duration": "64h", "timezone": "America/Los_Angeles", "reason": "weekend"}
 
 
-def env(*windows) -> config.Environment:
-    return config.Environment(name="prod", branch="prod", hub_url="https://{hub}.example.org",
-                              freeze_windows=list(windows))
+def env(*windows) -> Environment:
+    return Environment(name="prod", branch="prod", hub_url="https://{hub}.example.org",
+                       freeze_windows=list(windows))
 
 
 def la(*args) -> dt.datetime:
@@ -97,8 +98,8 @@ environments:
     ('{start: "2026-12-18T17:00:00", end: "2026-12-19T17:00:00Z"}', "start", "needs a time zone"),
 ])
 def test_bad_windows_are_refused_at_load_with_the_field(window, field, reason):
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_settings(SETTINGS + f"      - {window}\n", "s.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_settings(SETTINGS + f"      - {window}\n", "s.yaml")
     found = {path: why for _, path, why in err.value.problems}
     assert reason in found[f"environments[0].freeze_windows[0].{field}"], found
 
@@ -106,4 +107,4 @@ def test_bad_windows_are_refused_at_load_with_the_field(window, field, reason):
 @pytest.mark.parametrize("duration,length", [("64h", dt.timedelta(hours=64)), ("90m", dt.timedelta(minutes=90)),
                                              ("2d16h", dt.timedelta(hours=64)), ("1h30m", dt.timedelta(minutes=90))])
 def test_durations(duration, length):
-    assert config.parse_duration(duration) == length
+    assert parse_duration(duration) == length

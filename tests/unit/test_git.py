@@ -35,7 +35,7 @@ class _Refusing(BaseHTTPRequestHandler):
     """An HTTP git remote that records each request's Authorization header and asks for credentials."""
     seen: list[str | None] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.seen.append(self.headers.get("Authorization"))
         self.send_response(401)
         self.send_header("WWW-Authenticate", 'Basic realm="git"')

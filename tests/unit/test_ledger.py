@@ -17,7 +17,6 @@ from alembic.script import ScriptDirectory
 from hubflow.clients.ledger import MIGRATIONS, OUTCOMES, Ledger, LedgerError, RetryPolicy, metadata
 from hubflow.core.errors import HubflowError
 
-
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 FAST = RetryPolicy(attempts=3, first_wait=0.01, max_wait=0.05, deadline=5)
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from hubflow.core.config import parse_settings
 from hubflow.clients.git import GitError
 from hubflow.clients.mirror import sync
+from hubflow.core.settings import parse_settings
 from sandbox.sample_repo import commit, make_sample_repo
 
 

@@ -8,7 +8,8 @@ from github import Auth
 
 from hubflow.clients import github
 from hubflow.core import nightly
-from hubflow.core.config import Hub, Timeouts, load_settings
+from hubflow.core.fleet import Hub
+from hubflow.core.settings import Timeouts, load_settings
 from sandbox.github_emulator import GitHubEmulator
 from sandbox.sample_repo import make_sample_repo
 
@@ -127,8 +128,9 @@ def test_smoke_results_become_a_state_and_findings():
            "checks": [check("packages", "failed", "missing: nope"), check("cleanup", "failed", "user stays")]}
     state, found = nightly.smoke_findings(bad)
     assert state == "failed"
-    assert [(f.check, f.detail) for f in found] == [("smoke", "packages: missing: nope; cleanup: user stays (tried 2 times)"),
-                                                    ("leftovers", "smoke users may be left behind: user stays")]
+    assert [(f.check, f.detail) for f in found] == [
+        ("smoke", "packages: missing: nope; cleanup: user stays (tried 2 times)"),
+        ("leftovers", "smoke users may be left behind: user stays")]
     platform = nightly.smoke_findings({"ok": False, "blame": "platform", "checks": [], "error": "no token"})
     assert platform[1][0].detail == "no token [platform]"
 

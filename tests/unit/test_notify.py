@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from hubflow.airflow import hooks
 from hubflow.core import messages
-from hubflow.core.config import load_settings
+from hubflow.core.settings import load_settings
 
 
 def receiver():

@@ -1,11 +1,17 @@
-"""The core's decisions after the pods, without Airflow: who is to blame for a pod, what a run's pods add up to,
-what to undo, what the failure path does, and the closing line of every final state."""
+"""The core's decisions after the pods, without Airflow: who is to blame for a pod, what the hubs' results add up
+to, what to undo, what the failure path does, and the closing line of every final outcome. Stated in the domain's
+words: each hub's result (its wave, what its upgrade did, the helm revisions, its fault, its verification)."""
+import dataclasses
+
 import pytest
 
-from hubflow.core.lifecycle import PodFacts, aftermath, conclude, final, pod_fault, revert_note, to_undo
+from hubflow.core.deploy import (Paths, Planned, PodFacts, Target, aftermath, conclude, final, pod_fault, revert_note,
+                                 to_undo)
+from hubflow.core.outcomes import (Aftermath, Blame, BuildResult, Conclusion, Ended, Fault, HubResult, Outcome,
+                                   Release, Step, Undo)
 
 REV, BASE = "a" * 40, "b" * 40
-TARGET = {"env": "staging", "revision": REV, "base": BASE, "tree": "t", "skip": None, "reverts": [], "owed": None}
+TARGET = Target("staging", REV, BASE, "t")
 
 
 @pytest.mark.parametrize("kind, facts, blame, words", [
@@ -34,13 +40,12 @@ TARGET = {"env": "staging", "revision": REV, "base": BASE, "tree": "t", "skip": 
 ])
 def test_pod_fault_blames_the_revision_only_when_its_step_ran_and_said_so(kind, facts, blame, words):
     fault = pod_fault(kind, facts)
-    assert fault["blame"] == blame and words in fault["summary"], fault
+    assert fault.blame == blame and words in fault.summary, fault
 
 
-def planned(hubs=("datahub", "data8"), images=(), canary=()):
-    return {"attempt": 1, "hubs": list(hubs), "build": [{"labels": {"hubflow.io/image": i}} for i in images],
-            "plan": {"images": []}, "waves": {"canary": [h for h in hubs if h in canary],
-                                              "rest": [h for h in hubs if h not in canary]}}
+def planned(hubs=("datahub", "data8"), canary=()):
+    return Planned(1, {"hubs": [{"name": h} for h in hubs], "images": []},
+                   {"canary": [h for h in hubs if h in canary], "rest": [h for h in hubs if h not in canary]})
 
 
 def ok(hub):
@@ -51,135 +56,168 @@ MISSING = {"ok": False, "blame": "revision", "checks": [{"name": "packages", "st
 UP = {"previous_revision": 3, "revision": 4}
 
 
+def upgraded(hub, helm=UP, verification=None, wave="rest"):
+    """A hub whose upgrade succeeded (and, with `verification`, whose smoke test ran)."""
+    return HubResult(hub, wave, Step.DONE, helm=helm, verification=verification)
+
+
+def upgrade_failed(hub, blame, summary, wave="rest"):
+    return HubResult(hub, wave, Step.FAILED, fault=Fault(Blame(blame), summary))
+
+
+def untouched(hub, wave="rest"):
+    return HubResult(hub, wave, Step.NOT_RUN)
+
+
 def test_all_verified_is_success():
-    out = conclude("staging", TARGET, planned(), {"rest.upgrade_0": "success", "rest.upgrade_1": "success"},
-                   {"datahub": UP, "data8": UP}, {"datahub": ok("datahub"), "data8": ok("data8")}, [], {})
-    assert out["outcome"] == "success" and "verified on 2 hub(s)" in out["detail"]
+    out = conclude(TARGET, [upgraded("datahub", verification=ok("datahub")),
+                            upgraded("data8", verification=ok("data8"))], [])
+    assert out.outcome is Outcome.SUCCESS and "verified on 2 hub(s)" in out.detail
 
 
 def test_a_revision_fault_outweighs_a_platform_fault_in_the_same_run():
-    states = {"rest.upgrade_0": "failed", "rest.upgrade_1": "failed"}
-    faults = {"datahub": {"blame": "platform", "summary": "the upgrade pod was never scheduled"},
-              "data8": {"blame": "revision", "summary": "helm failed: values rejected"}}
-    out = conclude("staging", TARGET, planned(), states, {}, {}, [], faults)
-    assert out["outcome"] == "failed" and out["stage"] == "deploy" and "hub data8: helm failed" in out["detail"]
+    out = conclude(TARGET, [upgrade_failed("datahub", "platform", "the upgrade pod was never scheduled"),
+                            upgrade_failed("data8", "revision", "helm failed: values rejected")], [])
+    assert out.outcome is Outcome.FAILED and out.stage == "deploy" and "hub data8: helm failed" in out.detail
 
 
 def test_only_platform_faults_make_a_platform_outcome_and_keep_the_upgraded_hubs_to_undo():
-    states = {"rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
-    out = conclude("staging", TARGET, planned(), states, {"datahub": UP}, {"datahub": ok("datahub")}, [],
-                   {"data8": {"blame": "platform", "summary": "never scheduled"}})
-    assert out["outcome"] == "platform" and out["detail"].startswith("platform fault: hub data8: never scheduled")
-    assert to_undo(out) == [{"hub": "datahub", "action": "rollback", "to": 3}]
+    out = conclude(TARGET, [upgraded("datahub", verification=ok("datahub")),
+                            upgrade_failed("data8", "platform", "never scheduled")], [])
+    assert out.outcome is Outcome.PLATFORM and out.detail.startswith("platform fault: hub data8: never scheduled")
+    assert to_undo(out) == [Undo("datahub", "rollback", 3)]
+
+
+def test_an_upgrade_that_failed_without_a_verdict_is_the_platforms_fault():
+    out = conclude(TARGET, [HubResult("datahub", "rest", Step.FAILED)], [])
+    assert out.outcome is Outcome.PLATFORM and "hub datahub: the upgrade task failed" in out.detail
+
+
+def test_a_build_that_failed_is_judged_by_its_fault_and_names_its_image():
+    out = conclude(TARGET, [untouched("datahub")],
+                   [BuildResult("datascience", Step.FAILED, Fault(Blame.REVISION, "the image build failed: pip")),
+                    BuildResult("base", Step.DONE)])
+    assert out.outcome is Outcome.FAILED and out.stage == "build"
+    assert out.detail == "the build failed: image datascience: the image build failed: pip"
 
 
 def test_a_verification_that_could_not_be_attempted_is_the_platforms_fault():
     bad = {"ok": False, "blame": "platform", "checks": [], "error": "no smoke token"}
-    out = conclude("staging", TARGET, planned(("datahub",)), {"rest.upgrade_0": "success"},
-                   {"datahub": UP}, {"datahub": bad}, [], {})
-    assert out["outcome"] == "platform" and "no smoke token" in out["detail"]
+    out = conclude(TARGET, [upgraded("datahub", verification=bad)], [])
+    assert out.outcome is Outcome.PLATFORM and "no smoke token" in out.detail
 
 
 def test_first_installs_are_uninstalled_and_failed_upgrades_are_not_undone_twice():
-    states = {"rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
-    out = conclude("staging", TARGET, planned(("physics", "datahub")), states,
-                   {"physics": {"previous_revision": None, "revision": 1}, "datahub": {"previous_revision": 3}},
-                   {"physics": MISSING}, [], {"datahub": {"blame": "revision", "summary": "helm failed"}})
-    assert to_undo(out) == [{"hub": "physics", "action": "uninstall"}]
+    out = conclude(TARGET, [upgraded("physics", {"previous_revision": None, "revision": 1}, MISSING),
+                            upgrade_failed("datahub", "revision", "helm failed")], [])
+    assert to_undo(out) == [Undo("physics", "uninstall")]
 
 
-def test_each_hub_is_read_from_its_own_wave():
-    """Map index i of a wave's group is that wave's hub i, whatever the plan order."""
-    states = {"canary.upgrade_0": "success", "rest.upgrade_0": "success", "rest.upgrade_1": "failed"}
-    out = conclude("staging", TARGET, planned(("datahub", "data8", "rhub"), canary=("data8",)), states,
-                   {"data8": UP, "datahub": {"previous_revision": 7}}, {"data8": ok("data8"), "datahub": ok("datahub")},
-                   [], {"rhub": {"blame": "revision", "summary": "helm failed"}})
-    assert out["outcome"] == "failed" and "hub rhub: helm failed" in out["detail"] and "canary" not in out["detail"]
-    assert to_undo(out) == [{"hub": "datahub", "action": "rollback", "to": 7},
-                            {"hub": "data8", "action": "rollback", "to": 3}]
+def test_each_hub_is_undone_from_its_own_helm_record_whatever_its_wave():
+    out = conclude(TARGET, [upgraded("datahub", {"previous_revision": 7}, ok("datahub")),
+                            upgraded("data8", UP, ok("data8"), wave="canary"),
+                            upgrade_failed("rhub", "revision", "helm failed")], [])
+    assert out.outcome is Outcome.FAILED and "hub rhub: helm failed" in out.detail and "canary" not in out.detail
+    assert to_undo(out) == [Undo("datahub", "rollback", 7), Undo("data8", "rollback", 3)]
 
 
-@pytest.mark.parametrize("states, verified, faults, stage", [
-    ({"canary.upgrade_0": "success"}, {"data8": MISSING}, {}, "verify"),
-    ({"canary.upgrade_0": "failed"}, {}, {"data8": {"blame": "revision", "summary": "helm failed"}}, "deploy"),
+@pytest.mark.parametrize("canary, stage", [
+    (upgraded("data8", UP, MISSING, wave="canary"), "verify"),
+    (upgrade_failed("data8", "revision", "helm failed", wave="canary"), "deploy"),
 ])
-def test_a_failing_canary_says_the_other_hubs_were_not_touched_and_only_it_is_undone(states, verified, faults,
-                                                                                      stage):
-    out = conclude("staging", TARGET, planned(("datahub", "data8", "rhub"), canary=("data8",)),
-                   {**states, "rest.upgrade": "upstream_failed"}, {"data8": UP}, verified, [], faults)
-    assert out["outcome"] == "failed" and out["stage"] == stage
-    assert out["detail"].endswith("the canary data8 failed, so the wave stopped: hub(s) datahub, rhub were not "
-                                  "touched")
-    assert to_undo(out) == ([{"hub": "data8", "action": "rollback", "to": 3}] if stage == "verify" else [])
+def test_a_failing_canary_says_the_other_hubs_were_not_touched_and_only_it_is_undone(canary, stage):
+    out = conclude(TARGET, [untouched("datahub"), canary, untouched("rhub")], [])
+    assert out.outcome is Outcome.FAILED and out.stage == stage
+    assert out.detail.endswith("the canary data8 failed, so the wave stopped: hub(s) datahub, rhub were not "
+                               "touched")
+    assert to_undo(out) == ([Undo("data8", "rollback", 3)] if stage == "verify" else [])
+
+
+def test_results_travel_as_json_and_come_back_the_same():
+    out = conclude(TARGET, [upgraded("data8", UP, MISSING)], [])
+    assert Conclusion.from_dict(out.to_dict()) == out
+    assert out.to_dict()["releases"] == [{"hub": "data8", "upgraded": True, "previous_revision": 3, "revision": 4,
+                                          "status": None}]
+    after = aftermath(out, TARGET)
+    assert Aftermath.from_dict(after.to_dict()) == after
+    assert Ended.from_dict(Ended(Outcome.REFUSED, "frozen", 3).to_dict()) == Ended(Outcome.REFUSED, "frozen", 3)
+    assert Fault.from_dict(Fault(Blame.PLATFORM, "x", True).to_dict()) == Fault(Blame.PLATFORM, "x", True)
 
 
 @pytest.mark.parametrize("outcome, target, hold, revert, state", [
-    ("failed", TARGET, True, True, "failed"),
-    ("platform", TARGET, False, False, "platform"),
-    ("failed", {**TARGET, "reverts": ["c" * 40]}, True, False, "stopped"),
-    ("failed", {**TARGET, "base": None}, True, False, "stopped"),
+    (Outcome.FAILED, TARGET, True, True, Outcome.FAILED),
+    (Outcome.PLATFORM, TARGET, False, False, Outcome.PLATFORM),
+    (Outcome.FAILED, dataclasses.replace(TARGET, reverts=["c" * 40]), True, False, Outcome.STOPPED),
+    (Outcome.FAILED, dataclasses.replace(TARGET, base=None), True, False, Outcome.STOPPED),
 ])
 def test_aftermath_holds_and_reverts_only_a_bad_revision(outcome, target, hold, revert, state):
-    plan = aftermath({"outcome": outcome}, target)
-    assert (plan["hold"], plan["revert"], plan["state"]) == (hold, revert, state)
-    assert plan["status"] == ("error" if outcome == "platform" else "failure")
+    plan = aftermath(Conclusion(outcome, "verify", "x"), target)
+    assert (plan.hold, plan.revert, plan.state) == (hold, revert, state)
+    assert plan.status == ("error" if outcome is Outcome.PLATFORM else "failure")
 
 
 def test_a_conflicting_revert_keeps_the_failure_and_says_revert_by_hand():
     state, note = revert_note("conflict", files=["images/x/requirements.txt"])
-    assert state == "failed" and note == ("the revert conflicts with later changes in images/x/requirements.txt: "
-                                          "revert by hand")
+    assert state is Outcome.FAILED and note == ("the revert conflicts with later changes in "
+                                                "images/x/requirements.txt: revert by hand")
 
 
-FAILED = {"outcome": "failed", "stage": "verify", "detail": "verification failed: hub data8: packages: x",
-          "releases": [{"hub": "data8", "upgraded": True, "previous_revision": 3, "revision": 4, "status": "ok"}]}
+@pytest.mark.parametrize("outcome, status, ledger", [
+    (Outcome.SUCCESS, "success", "success"), (Outcome.UNPROMOTED, "success", "success"),
+    (Outcome.FAILED, "failure", "failed"), (Outcome.STOPPED, "failure", "stopped"),
+    (Outcome.PLATFORM, "error", "platform"), (Outcome.REFUSED, "error", "refused"),
+    (Outcome.UNKNOWN, "error", "unknown"), (Outcome.SKIPPED, None, "skipped")])
+def test_each_outcome_has_one_commit_status_and_one_ledger_word(outcome, status, ledger):
+    assert (outcome.status, outcome.ledger) == (status, ledger)
+
+
+FAILED = Conclusion(Outcome.FAILED, "verify", "verification failed: hub data8: packages: x",
+                    [Release("data8", True, 3, 4, "ok")])
+DONE = Paths(failure=True)
 
 
 def test_final_lines_say_what_runs_now():
     p = planned(("data8",))
-    undo = to_undo(FAILED)
-    state, line = final("staging", TARGET, p, FAILED, {"state": "failed", "note": "revert PR #9 merged"},
-                        {"fail": "success", "rollback_0": "success"}, undo)
-    assert state == "failed" and "FAILED at verify" in line and "data8 put back" in line
+    state, line = final("staging", TARGET, p, FAILED, Aftermath(True, True, Outcome.FAILED, "failure",
+                                                                "revert PR #9 merged"), DONE, {"data8": Step.DONE})
+    assert state is Outcome.FAILED and "FAILED at verify" in line and "data8 put back" in line
     assert line.endswith(f"staging runs {BASE[:12]} again") and f"{REV[:12]} is held" in line
-    state, line = final("staging", TARGET, p, FAILED, {"state": "failed", "note": "x"},
-                        {"fail": "success", "rollback_0": "failed"}, undo)
-    assert state == "stopped" and "ROLLBACK FAILED for hub(s) data8" in line and "except hub(s) data8" in line
+    state, line = final("staging", TARGET, p, FAILED, Aftermath(True, True, Outcome.FAILED, "failure", "x"), DONE,
+                        {"data8": Step.FAILED})
+    assert state is Outcome.STOPPED and "ROLLBACK FAILED for hub(s) data8" in line and "except hub(s) data8" in line
+
+
+def test_a_rollback_that_never_ran_is_not_called_put_back():
+    state, line = final("staging", TARGET, planned(("data8",)), FAILED,
+                        Aftermath(True, True, Outcome.FAILED, "failure", "x"), DONE, {})
+    assert state is Outcome.STOPPED and "ROLLBACK FAILED for hub(s) data8" in line and "put back" not in line
 
 
 def test_final_state_is_unknown_when_the_run_could_not_conclude_and_never_claims_unchanged():
-    state, line = final("staging", TARGET, planned(("data8", "biology")), None, None, {}, [])
-    assert state == "unknown" and "STATE UNKNOWN" in line and "data8, biology" in line and "helm history" in line
-    assert "unchanged" not in line
+    state, line = final("staging", TARGET, planned(("data8", "biology")), None, None, Paths(), {})
+    assert state is Outcome.UNKNOWN and "STATE UNKNOWN" in line and "data8, biology" in line
+    assert "helm history" in line and "unchanged" not in line
 
 
 def test_a_verified_run_whose_promotion_failed_is_not_green():
-    success = {"outcome": "success", "stage": None, "detail": "deployed and verified", "releases": []}
-    state, line = final("staging", TARGET, planned(), success, None, {"succeed": "failed"}, [])
-    assert state == "unpromoted" and "promotion PR not made" in line
-    assert final("staging", TARGET, planned(), success, None, {"succeed": "success"}, [])[0] == "success"
+    success = Conclusion(Outcome.SUCCESS, None, "deployed and verified")
+    state, line = final("staging", TARGET, planned(), success, None, Paths(success=False), {})
+    assert state is Outcome.UNPROMOTED and "promotion PR not made" in line
+    assert final("staging", TARGET, planned(), success, None, Paths(success=True), {})[0] is Outcome.SUCCESS
 
 
 def test_a_failure_path_that_did_not_finish_stops_the_line():
-    state, line = final("staging", TARGET, planned(("data8",)), FAILED, None, {"fail": "failed",
-                                                                                 "rollback_0": "success"},
-                        to_undo(FAILED))
-    assert state == "stopped" and "failure path did not finish" in line
+    state, line = final("staging", TARGET, planned(("data8",)), FAILED, None, Paths(failure=False),
+                        {"data8": Step.DONE})
+    assert state is Outcome.STOPPED and "failure path did not finish" in line
 
 
 def test_nothing_to_do_and_ended_runs():
-    assert final("staging", {**TARGET, "skip": "already deployed"}, None, None, None, {}, [])[0] == "skipped"
-    state, line = final("staging", {**TARGET, "skip": "x", "owed": 4}, None, None, None, {"catch_up": "success"}, [])
-    assert state == "success" and "promotion is made now" in line
-    state, line = final("staging", None, None, None, None, {}, [], {"outcome": "platform", "detail": "GitHub down"})
-    assert (state, line) == ("platform", "staging: PLATFORM FAULT: GitHub down; ? is not held and not reverted; "
-                                         "staging is unchanged")
-
-
-def test_a_failed_hub_step_says_what_comes_next_whichever_wave_it_ran_in():
-    from hubflow.core.lifecycle import failed_task_line
-
-    for task_id in ("canary.upgrade", "rest.upgrade", "rest.verify"):
-        line = failed_task_line(task_id, 2, "helm failed\nError: x")
-        assert line == (f"hubflow: {task_id}[2] failed (Error: x); the failure path puts back what this run "
-                        "changed; `record` says what runs now")
+    skip = dataclasses.replace(TARGET, skip="already deployed")
+    assert final("staging", skip, None, None, None, Paths(), {})[0] is Outcome.SKIPPED
+    owed = dataclasses.replace(TARGET, skip="x", owed=4)
+    state, line = final("staging", owed, None, None, None, Paths(catch_up=True), {})
+    assert state is Outcome.SUCCESS and "promotion is made now" in line
+    state, line = final("staging", None, None, None, None, Paths(), {}, Ended(Outcome.PLATFORM, "GitHub down"))
+    assert (state, line) == (Outcome.PLATFORM, "staging: PLATFORM FAULT: GitHub down; ? is not held and not "
+                                               "reverted; staging is unchanged")

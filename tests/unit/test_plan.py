@@ -3,8 +3,8 @@ import subprocess
 
 import pytest
 
-from hubflow.core.config import ConfigError
 from hubflow.clients.git import GitError, Repo
+from hubflow.core.documents import ConfigError
 from hubflow.core.plan import PlanError, image_tag, make_plan
 from sandbox.sample_repo import commit, git, make_sample_repo
 
@@ -119,7 +119,8 @@ def test_fleet_entry_change_redeploys_affected_hubs(sample):
                                         "images: [datascience]\nsmoke:\n  packages: [pandas]\n"})
     p = plan(repo, base)
     assert hubs(p) == {"biology": "deployments/biology/hubflow-hub.yaml changed"}
-    fleet = (root / FLEET).read_text().replace("common: [config/common.yaml]", "common: [config/common.yaml, config/staging.yaml]")
+    fleet = (root / FLEET).read_text().replace("common: [config/common.yaml]",
+                                               "common: [config/common.yaml, config/staging.yaml]")
     commit(root, "values order for all", {FLEET: fleet})
     p = plan(repo, base)
     assert set(hubs(p)) == {"biology", "data8", "datahub", "rhub"}

@@ -102,7 +102,8 @@ def test_package_problems_are_named_per_hub():
 
 def test_text_people_control_is_inert():
     hostile = "x` <img src=x onerror=alert(1)> @here [link](http://evil) ``` {{ 7*7 }}\n# heading"
-    plan = {"images": [], "removed_hubs": [], "hubs": [{"name": hostile, "reason": hostile, "folder": "d", "images": []}]}
+    plan = {"images": [], "removed_hubs": [],
+            "hubs": [{"name": hostile, "reason": hostile, "folder": "d", "images": []}]}
     body = render(preview(plan=plan, packages={hostile: [hostile]}, frozen=hostile, fork=hostile))
     assert body.count(code_span(hostile)) == 5  # hub, reason, package, freeze, fork: all code spans
     assert "\n# heading" not in body

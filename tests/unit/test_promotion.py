@@ -6,8 +6,9 @@ import datetime as dt
 import pytest
 
 from hubflow.core import promotion
-from hubflow.core.config import Settings
-from hubflow.core.lifecycle import Refused
+from hubflow.core.deploy import Refused
+from hubflow.core.outcomes import Ended, Outcome, PromotionOutcome, Step
+from hubflow.core.settings import Settings
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
 REV, TREE, PROD_REV, PROD_TREE = "a" * 40, "t" * 40, "b" * 40, "p" * 40
@@ -152,15 +153,16 @@ PULL = {"number": 7, "url": "https://github.com/o/r/pull/7"}
 ])
 def test_how_a_promotion_ends(answer, merged, outcome, words):
     mode = "merge" if answer else "pull_request"
-    got, line = promotion.final(C, mode, None, PULL, answer, merged, {"open": "success"}, 240)
-    assert got == outcome and words in line
+    got, line = promotion.final(C, mode, None, PULL, answer, merged, {"open": Step.DONE}, 240)
+    assert got is PromotionOutcome(outcome) and words in line
 
 
 def test_a_refusal_and_a_failure_end_it_too():
-    assert promotion.final(C, "merge", {"outcome": "refused", "detail": "soak: no"}, None, None, None, {}, 240) == \
-        ("refused", f"promotion {REV[:12]} staging -> prod: refused: soak: no; prod is unchanged")
-    outcome, line = promotion.final(C, "merge", None, PULL, None, None, {"open": "success", "merge": "failed"}, 240)
-    assert outcome == "failed" and "failed at merge" in line
+    assert promotion.final(C, "merge", Ended(Outcome.REFUSED, "soak: no"), None, None, None, {}, 240) == \
+        (PromotionOutcome.REFUSED, f"promotion {REV[:12]} staging -> prod: refused: soak: no; prod is unchanged")
+    outcome, line = promotion.final(C, "merge", None, PULL, None, None, {"open": Step.DONE, "merge": Step.FAILED},
+                                    240)
+    assert outcome is PromotionOutcome.FAILED and "failed at merge" in line and "prod is unchanged unless" in line
 
 
 def test_the_approval_request_shows_the_evidence_and_escapes_what_people_wrote():

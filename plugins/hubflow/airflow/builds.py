@@ -10,13 +10,14 @@ import logging
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from hubflow.airflow import hooks, tasks
-from hubflow.airflow.operators import FAULT_KEY
+from hubflow.airflow import hooks
+from hubflow.airflow.results import FAULT_KEY
+from hubflow.airflow.runs import mirror
 from hubflow.clients.docker_builder import DockerBuildError, DockerBuilder
 from hubflow.clients.git import GitError
 from hubflow.clients.registry import RegistryError
 from hubflow.core import builds
-from hubflow.core.config import Environment, Settings
+from hubflow.core.settings import Environment, Settings
 from hubflow.core.plan import PlanError, make_plan
 from hubflow.k8s.pods import previous_tags
 
@@ -41,7 +42,7 @@ def docker_build(settings: Settings, env: Environment, target: dict, planned: di
         return {"image": image, "repository": wanted["repository"], "tag": wanted["tag"], "digest": digest}
     envs = [e.name for e in settings.environments]
     try:
-        repo = tasks.mirror(settings, plan["head"])
+        repo = mirror(settings, plan["head"])
         the_plan = make_plan(repo, plan["base"], plan["head"], settings.repository.fleet_file, envs)
         cache = previous_tags(repo, the_plan, settings.repository.fleet_file, envs).get(image)
     except (GitError, PlanError) as exc:
@@ -56,5 +57,5 @@ def docker_build(settings: Settings, env: Environment, target: dict, planned: di
 
 def _fail(context, image: str, stage: str, message: str) -> None:
     fault = builds.build_fault(stage, message)
-    context["ti"].xcom_push(key=FAULT_KEY, value=fault)
-    raise AirflowFailException(f"build {image}: {fault['summary']} ({fault['blame']} fault)")
+    context["ti"].xcom_push(key=FAULT_KEY, value=fault.to_dict())
+    raise AirflowFailException(f"build {image}: {fault.summary} ({fault.blame} fault)")

@@ -2,38 +2,197 @@
 
 Called inside tasks (and by the CLI) only, never at DAG import: a connection lookup is I/O. The DAG files import
 this module at parse, so each client is imported inside the function that builds it.
+
+The ledger and the registry are Airflow hooks (`LedgerHook`, `RegistryHook`: connection types `hubflow_ledger`
+and `hubflow_registry`, whose forms hubflow.airflow.provider_info describes). Each keeps ONE client per process
+and per URL or credentials (`ProcessCache`): the ledger's engine and its migration check happen once per process,
+however many tasks, retries and pages ask, and never cross a fork. `ledger(settings)` and `registry(settings)` are
+what the tasks call.
 """
 from __future__ import annotations
 
+import atexit
+import copy
 import logging
 import os
-from typing import TYPE_CHECKING
+import threading
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, TypeVar
 from urllib.parse import quote
 
-from airflow.sdk import Connection
+from airflow.sdk import BaseHook, Connection
 
-from hubflow.core.config import Settings
+from hubflow.airflow.provider_info import LEDGER_FORM, REGISTRY_FORM
+from hubflow.core.errors import HubflowError
+
+from hubflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from hubflow.clients.github import GitHub
     from hubflow.clients.ledger import Ledger
-    from hubflow.clients.registry import RegistryClient
+    from hubflow.clients.registry import Credentials, RegistryClient
 
 log = logging.getLogger("hubflow")
 SMOKE_TOKEN_ENV = "HUBFLOW_SMOKE_TOKEN"
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_CACHES: weakref.WeakSet[ProcessCache] = weakref.WeakSet()
+
+
+class ProcessCache(Generic[K, V]):
+    """Clients kept for the life of this process, one per key (a ledger URL, registry credentials): the `size`
+    most recently used; an older one is closed.
+
+    Fork-safe: Celery's prefork pool forks after import and Airflow's supervisor forks each task, so a child can
+    inherit clients with open connections. The child starts empty and never uses one its parent made; it lets each
+    go with `release` and does not close it (for an engine, SQLAlchemy's `dispose(close=False)`), so the
+    connections the parent still uses stay whole.
+    """
+
+    def __init__(self, close: Callable[[V], None], release: Callable[[V], None], size: int = 8):
+        self._close, self._release, self._size = close, release, size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()  # api-server threads: one client per key, made once
+        self._pid = os.getpid()
+        _CACHES.add(self)
+
+    def get(self, key: K, make: Callable[[], V]) -> V:
+        """The client for `key`, made by `make()` the first time in this process (a failure keeps nothing)."""
+        if self._pid != os.getpid():  # a fork that bypassed os.fork (whose hook below already did this)
+            self._forget_parent()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            item = self._items[key] = make()
+            while len(self._items) > self._size:
+                self._close(self._items.popitem(last=False)[1])
+            return item
+
+    def close(self) -> None:
+        """Close every client of this process (at exit)."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            items, self._items = list(self._items.values()), OrderedDict()
+        for item in items:
+            self._close(item)
+
+    def _forget_parent(self) -> None:
+        inherited, self._items = list(self._items.values()), OrderedDict()
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+        self._pid = os.getpid()
+        for item in inherited:
+            self._release(item)
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._forget_parent()
+
+
+def _close_all() -> None:
+    for cache in list(_CACHES):
+        cache.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all)
+
+_LEDGERS: ProcessCache[str, Ledger] = ProcessCache(
+    close=lambda book: book.close(), release=lambda book: book.engine.dispose(close=False))
+_REGISTRIES: ProcessCache[Credentials, RegistryClient] = ProcessCache(
+    close=lambda client: client.close(), release=lambda client: None)  # a socket let go in a child closes no TLS
+
+
+class LedgerHook(BaseHook):
+    """The ledger database of an Airflow connection. `get_conn()` is this process's one `Ledger` for the
+    connection's URL: one engine and one migration check per process, not one per call."""
+
+    conn_name_attr = "ledger_conn_id"
+    default_conn_name = "hubflow_ledger"
+    conn_type = "hubflow_ledger"
+    hook_name = "hubflow ledger"
+
+    def __init__(self, ledger_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ledger_conn_id = ledger_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return copy.deepcopy(LEDGER_FORM)
+
+    def get_url(self) -> str:
+        """The SQLAlchemy URL: the extra `url`; else, on a `hubflow_ledger` connection, PostgreSQL at host, port,
+        database (schema) as user (login, password); else the connection's URI (a `postgres` connection's
+        postgres:// becomes postgresql://)."""
+        conn = self.get_connection(self.ledger_conn_id)
+        url = conn.extra_dejson.get("url")
+        if not url and conn.conn_type == self.conn_type:
+            if not conn.host:
+                raise HubflowError(f"connection {self.ledger_conn_id!r} has neither an SQLAlchemy URL nor a host: "
+                                   "set the PostgreSQL host (and database, user, password) or the URL")
+            from sqlalchemy.engine import URL
+
+            return URL.create("postgresql", username=conn.login or None, password=conn.password or None,
+                              host=conn.host, port=conn.port, database=conn.schema or None,
+                              ).render_as_string(hide_password=False)
+        url = url or conn.get_uri()
+        return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+
+    def get_conn(self) -> Ledger:
+        from hubflow.clients.ledger import Ledger
+
+        url = self.get_url()
+        return _LEDGERS.get(url, lambda: Ledger(url))
+
+
+class RegistryHook(BaseHook):
+    """The image registry of an Airflow connection: host (with port, optionally a scheme), login, password.
+    `get_conn()` is this process's one `RegistryClient` for those credentials (its connections and tokens kept)."""
+
+    conn_name_attr = "registry_conn_id"
+    default_conn_name = "hubflow_registry"
+    conn_type = "hubflow_registry"
+    hook_name = "hubflow image registry"
+
+    def __init__(self, registry_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry_conn_id = registry_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return copy.deepcopy(REGISTRY_FORM)
+
+    def get_credentials(self) -> Credentials:
+        from hubflow.clients.registry import Credentials, RegistryError
+
+        conn = self.get_connection(self.registry_conn_id)
+        if not conn.host:
+            raise RegistryError(f"connection {self.registry_conn_id!r} has no host: set it to the registry, "
+                                "e.g. ghcr.io")
+        host = conn.host if conn.port is None or "://" in conn.host else f"{conn.host}:{conn.port}"
+        if conn.schema in ("http", "https") and "://" not in host:
+            host = f"{conn.schema}://{host}"
+        return Credentials(host=host, login=conn.login, password=conn.password)
+
+    def get_conn(self) -> RegistryClient:
+        from hubflow.clients.registry import RegistryClient
+
+        credentials = self.get_credentials()
+        return _REGISTRIES.get(credentials, lambda: RegistryClient(credentials))
+
 
 def ledger_url(conn_id: str) -> str:
-    """SQLAlchemy URL of the ledger: the connection's extra `url`, else its URI (postgres:// -> postgresql://)."""
-    conn = Connection.get(conn_id)
-    url = conn.extra_dejson.get("url") or conn.get_uri()
-    return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+    """SQLAlchemy URL of the ledger in connection `conn_id` (see LedgerHook.get_url)."""
+    return LedgerHook(conn_id).get_url()
 
 
 def ledger(settings: Settings) -> Ledger:
-    from hubflow.clients.ledger import Ledger
-
-    return Ledger(ledger_url(settings.ledger.conn_id))
+    """This process's ledger for the settings' connection (one engine per process and URL)."""
+    return LedgerHook(settings.ledger.conn_id).get_conn()
 
 
 def github_token(conn_id: str) -> str | None:
@@ -62,24 +221,15 @@ def github(settings: Settings, **kwargs) -> GitHub:
 
 
 def registry(settings: Settings) -> RegistryClient:
-    """The registry client from connection `registry.conn_id`: host (with port, optionally scheme), login, password."""
-    from hubflow.clients.registry import Credentials, RegistryClient, RegistryError
-
-    conn_id = settings.registry.conn_id
-    conn = Connection.get(conn_id)
-    if not conn.host:
-        raise RegistryError(f"connection {conn_id!r} has no host: set it to the registry, e.g. ghcr.io")
-    host = conn.host if conn.port is None or "://" in conn.host else f"{conn.host}:{conn.port}"
-    if conn.schema in ("http", "https") and "://" not in host:
-        host = f"{conn.schema}://{host}"
-    return RegistryClient(Credentials(host=host, login=conn.login, password=conn.password))
+    """This process's registry client for connection `registry.conn_id` (see RegistryHook)."""
+    return RegistryHook(settings.registry.conn_id).get_conn()
 
 
 def smoke_token(conn_id: str) -> str:
     """The password of Airflow connection `conn_id`, else $HUBFLOW_SMOKE_TOKEN; never an argument, never logged."""
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from hubflow.clients.jupyterhub import SmokeError
+    from hubflow.clients.smoke import SmokeError
 
     try:
         token = Connection.get(conn_id).password

@@ -20,9 +20,12 @@ from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, get_c
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow.airflow import hooks, tasks
+from hubflow.airflow import hooks
+from hubflow.airflow.results import RESULT_KEY
+from hubflow.airflow.runs import end_run, mirror, on_failure, run_url, unknown_params, verification
 from hubflow.core import nightly
-from hubflow.core.config import Environment, Settings, load_settings
+from hubflow.core.outcomes import Ended, Outcome
+from hubflow.core.settings import Environment, Settings, load_settings
 
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_nightly_verify"
@@ -56,15 +59,16 @@ def _attempts(settings: Settings, env: Environment, limit: int = 50) -> list[dic
 
 def start(settings: Settings, context: dict) -> dict:
     """The run's choices, checked before anything runs: which environments and hubs, smoke or not."""
-    unknown = tasks.unknown_params(context)
+    unknown = unknown_params(context)
     if unknown:
-        raise AirflowFailException(unknown)
+        end_run(context, Ended(Outcome.REFUSED, unknown))
     params = context["params"]
     names = [e.name for e in settings.environments]
     wanted = params.get("environments") or names
     bad = [e for e in wanted if e not in names]
     if bad:
-        raise AirflowFailException(f"unknown environment(s) {', '.join(map(repr, bad))}; configured: {names}")
+        end_run(context, Ended(Outcome.REFUSED, f"unknown environment(s) {', '.join(map(repr, bad))}; "
+                                                f"configured: {names}"))
     choice = {"environments": wanted, "hubs": params.get("hubs") or None, "smoke": params.get("smoke") is not False}
     log.info("nightly verification of %s; hubs: %s; smoke tests: %s", ", ".join(wanted),
              ", ".join(choice["hubs"] or ["all"]), "yes" if choice["smoke"] else "no")
@@ -87,7 +91,7 @@ def inventory(settings: Settings, env: Environment, choice: dict) -> dict:
     from hubflow.core.plan import read_fleet
 
     started = dt.datetime.now(dt.timezone.utc)
-    repo = tasks.mirror(settings)
+    repo = mirror(settings)
     (head,) = repo.resolve(env.branch)
     fleet = read_fleet(repo, head, settings.repository.fleet_file, [e.name for e in settings.environments])
     if fleet is None:
@@ -106,22 +110,15 @@ def inventory(settings: Settings, env: Environment, choice: dict) -> dict:
 def verify(settings: Settings, env: Environment, head: str, hub: str, context: dict) -> dict:
     """Smoke-test one hub at the branch head (base == head: the always-check list); a failure is tried once more
     before it counts (a night is long: one blip is not a problem to wake people for)."""
-    from hubflow.clients.verification import verify_hub
-
     result: dict[str, Any] = {}
     for attempt in (1, 2):
-        try:
-            result = verify_hub(settings, env.name, hub, tasks.mirror(settings, head), head, head,
-                                hooks.smoke_token(env.smoke_token_conn_id))
-        except Exception as exc:  # noqa: BLE001 - could not be attempted: the platform's fault, tried again too
-            result = {"ok": False, "blame": "platform", "hub": hub, "environment": env.name, "checks": [],
-                      "error": f"the verification could not be attempted: {exc}"}
+        result = verification(settings, env, hub, head, head)
         result["tries"] = attempt
         if result["ok"]:
             break
         if attempt == 1:
             log.warning("hub %s failed verification in %s; trying once more", hub, env.name)
-    context["ti"].xcom_push(key="result", value=result)
+    context["ti"].xcom_push(key=RESULT_KEY, value=result)
     if not result["ok"]:
         _, (finding, *_) = nightly.smoke_findings(result)
         raise AirflowFailException(f"hub {hub} failed verification in {env.name}: {finding.detail}")
@@ -136,7 +133,7 @@ def inspect(settings: Settings, env: Environment, inv: dict) -> dict:
 
     head, now = inv["head"], dt.datetime.now(dt.timezone.utc)
     envs = [e.name for e in settings.environments]
-    repo = tasks.mirror(settings, head)
+    repo = mirror(settings, head)
     fleet = read_fleet(repo, head, settings.repository.fleet_file, envs)
     tags = {i.name: i for i in make_plan(repo, None, head, settings.repository.fleet_file, envs).images}
     chart_file = f"{head}:{fleet.chart}/Chart.yaml"
@@ -253,8 +250,8 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
     if not inv:
         raise AirflowFailException(f"{env.name} was not checked: the branch or its fleet could not be read "
                                    "(see inventory)")
-    ti, url = context["ti"], tasks.run_url(context)
-    results = {hub: ti.xcom_pull(task_ids=f"{env.name}.verify", key="result", map_indexes=i)
+    ti, url = context["ti"], run_url(context)
+    results = {hub: ti.xcom_pull(task_ids=f"{env.name}.verify", key=RESULT_KEY, map_indexes=i)
                for i, hub in enumerate(inv["smoke_hubs"])}
     rows = []
     for hub in inv["hubs"]:
@@ -303,7 +300,7 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
 def nightly_dag(settings: Settings | None = None):
     settings = settings or load_settings()
     window = nightly.deploy_window(settings.timeouts)
-    from hubflow.clients.jupyterhub import CLEANUP_SECONDS
+    from hubflow.clients.smoke import CLEANUP_SECONDS
 
     verify_timeout = timedelta(seconds=2 * (settings.timeouts.smoke_seconds + CLEANUP_SECONDS) + 120)
 
@@ -314,7 +311,7 @@ def nightly_dag(settings: Settings | None = None):
         catchup=False,
         max_active_runs=1,
         tags=["hubflow", "nightly"],
-        default_args={"owner": "hubflow", "retries": 0, "on_failure_callback": tasks.on_failure},
+        default_args={"owner": "hubflow", "retries": 0, "on_failure_callback": on_failure},
         doc_md=DOC.format(envs="`, `".join(e.name for e in settings.environments), cron=settings.schedules.nightly,
                           tz=settings.schedules.timezone),
         params={

@@ -3,6 +3,7 @@ who is to blame when the pod does not succeed."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -10,17 +11,44 @@ from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from hubflow.core.lifecycle import PodFacts, pod_fault
-from hubflow.k8s.pods import LABEL, compose
+from hubflow.airflow.results import FAULT_KEY
+from hubflow.core.deploy import PodFacts, pod_fault
+from hubflow.core.settings import Environment, Settings
+from hubflow.k8s.pods import EXECUTION_MARGIN_SECONDS, LABEL, Kind, base_pod, compose, pod_seconds
 
 log = logging.getLogger("hubflow")
-FAULT_KEY = "fault"  # XCom key of {"blame", "summary"} when the pod did not succeed
+
+
+def pod_operator_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
+    """Keyword arguments of the pod operator's `partial()` for the pods of `kind` in `env`: how the operator runs
+    and watches a pod (connection, modes, timeouts) plus `base_pod`, the part of the Pod every pod of `kind` shares
+    (hubflow.k8s.pods composes it; the operator joins it with each pod's own part)."""
+    subject = "image" if kind == "build" else "hub"
+    return dict(
+        base_pod=base_pod(settings, env, kind),
+        # the UI names each mapped pod after its hub or image (a sanitised label: its output is not re-rendered)
+        map_index_template=f"{{{{ task.labels['{LABEL}{subject}'] }}}}",
+        kubernetes_conn_id=env.kubernetes_conn_id,
+        deferrable=settings.pods.deferrable,
+        durable=True,
+        on_finish_action="delete_succeeded_pod",
+        on_kill_action="delete_pod",
+        startup_timeout_seconds=settings.timeouts.pod_startup_seconds,
+        schedule_timeout_seconds=settings.timeouts.pod_startup_seconds,
+        execution_timeout=timedelta(seconds=pod_seconds(settings, kind) + settings.timeouts.pod_startup_seconds
+                                    + EXECUTION_MARGIN_SECONDS),
+        get_logs=True,
+        log_events_on_failure=True,
+        init_container_logs=kind in ("build", "upgrade"),
+        do_xcom_push=kind != "build",
+        termination_message_policy="FallbackToLogsOnError",
+    )
 
 
 class HubflowPodOperator(KubernetesPodOperator):
     """The KubernetesPodOperator with no templated fields, fed a whole Pod.
 
-    `base_pod` (shared by a kind, from `operator_kwargs`) and `pod`, one pod's name, labels, arguments and init
+    `base_pod` (shared by a kind, from `pod_operator_kwargs`) and `pod`, one pod's name, labels, arguments and init
     containers (from the builders, through XCom), are composed by the same pure function `hubflow render` uses, and
     handed to the provider as its `full_pod_spec`; the provider adds its own labels and the XCom sidecar.
 
@@ -32,7 +60,7 @@ class HubflowPodOperator(KubernetesPodOperator):
     like any other, so a hub name or revision holding `{{ ... }}` would run as a template. Nothing here needs Jinja.
 
     When the pod does not succeed, the cluster's own account of it (exit code, termination message, waiting reason,
-    scheduling) is judged by `hubflow.core.lifecycle.pod_fault`; the verdict goes to XCom (`fault`) for `conclude`,
+    scheduling) is judged by `hubflow.core.deploy.pod_fault`; the verdict goes to XCom (`fault`) for `conclude`,
     and the task fails with it as its last line. A pod that never started is deleted, so it cannot start later
     behind the run's back; a pod still running is left for the retry to re-attach to (durable mode).
     """
@@ -74,9 +102,9 @@ class HubflowPodOperator(KubernetesPodOperator):
         kind = self.labels.get(f"{LABEL}kind", "pod")
         subject = self.labels.get(f"{LABEL}hub") or self.labels.get(f"{LABEL}image") or ""
         fault = pod_fault(kind, facts)
-        context["ti"].xcom_push(key=FAULT_KEY, value=fault)
-        message = f"{kind} {subject}: {fault['summary']} ({fault['blame']} fault)"
-        if fault["retry"]:
+        context["ti"].xcom_push(key=FAULT_KEY, value=fault.to_dict())
+        message = f"{kind} {subject}: {fault.summary} ({fault.blame} fault)"
+        if fault.retry:
             raise AirflowException(message) from exc  # retried: the next try re-attaches to the same pod
         raise AirflowFailException(message) from exc
 

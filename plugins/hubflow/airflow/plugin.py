@@ -11,7 +11,6 @@ Every Airflow process loads plugins, but only the api-server serves apps: the ap
 about 1.5 s of imports) is built only there, so schedulers and task processes do not pay for it.
 """
 import datetime as dt
-import functools
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -22,19 +21,12 @@ from airflow.plugins_manager import AirflowPlugin
 
 from hubflow.airflow import hooks
 from hubflow.airflow.webhook import MAX_BODY, SECRET_ENV, NoSuchDag, Relay, Run
-from hubflow.clients.ledger import Ledger
 from hubflow.core import environments as view
-from hubflow.core.config import Settings, load_settings
+from hubflow.core.settings import Settings, load_settings
 from hubflow.core.errors import HubflowError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-
-@functools.lru_cache(maxsize=4)
-def _ledger(url: str) -> Ledger:
-    """One engine per ledger URL for the api-server's life (opening one checks the migrations)."""
-    return Ledger(url)
 
 
 def _github_host(settings: Settings) -> str | None:
@@ -56,7 +48,7 @@ def gather(settings: Settings, user: Any) -> dict[str, Any]:
     shown = [env for env in settings.environments if auth.is_authorized_dag(
         method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=f"hubflow_deploy_{env.name}"),
         user=user)]
-    book = _ledger(hooks.ledger_url(settings.ledger.conn_id))
+    book = hooks.ledger(settings)  # the api-server's one Ledger per URL, as in every process (LedgerHook)
     holds = book.holds()
     rows = {}
     for env in shown:

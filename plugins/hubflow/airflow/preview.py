@@ -19,9 +19,12 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from hubflow.airflow import hooks, tasks
-from hubflow.core import lifecycle, preview
-from hubflow.core.config import ConfigError, Environment, Settings, load_settings
+from hubflow.airflow import hooks
+from hubflow.airflow.runs import end_run, mirror, unknown_params
+from hubflow.core import deploy, preview
+from hubflow.core.outcomes import Ended, Outcome
+from hubflow.core.documents import ConfigError
+from hubflow.core.settings import Environment, Settings, load_settings
 from hubflow.core.freeze import frozen, next_window
 from hubflow.core.packages import PackagesError, hub_packages
 from hubflow.core.plan import PlanError
@@ -55,9 +58,9 @@ def select(settings: Settings, context: dict) -> list[dict]:
     """The PRs to preview: the one asked for, or every open PR whose comment describes another head or base."""
     from hubflow.clients.github import GitHubError
 
-    unknown = tasks.unknown_params({**context, "params": context["dag"].params})  # declared: conf is merged in
+    unknown = unknown_params({**context, "params": context["dag"].params})  # declared: conf is merged in
     if unknown:
-        raise AirflowFailException(unknown)
+        end_run(context, Ended(Outcome.REFUSED, unknown))
     gh = hooks.github(settings)
     envs = {e.branch: e for e in settings.environments}
     number = context["params"].get("pull")
@@ -113,7 +116,7 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
     window = next_window(env, now)
     if window and not p.frozen:
         p.next_window = {"start": window[0].isoformat(), "end": window[1].isoformat(), "reason": window[2]}
-    repo = tasks.mirror(settings, have=p.base)
+    repo = mirror(settings, have=p.base)
     try:
         fetch_commit(settings, hooks.github_token(settings.repository.github_conn_id), p.head,
                      f"refs/hubflow/pulls/{p.number}")
@@ -124,14 +127,14 @@ def gather(settings: Settings, env: Environment, p: preview.Preview) -> None:
         return
     book = hooks.ledger(settings)
     try:
-        p.reverts = lifecycle.check_holds(repo, book, p.base, p.head)
-    except lifecycle.Refused as exc:
+        p.reverts = deploy.check_holds(repo, book, p.base, p.head)
+    except deploy.Refused as exc:
         p.held = str(exc)
     merged, p.conflicts = repo.merge_preview(p.base, p.head)
     base, head = (p.base, merged) if p.conflicts is None else (merged, p.head)
-    target = lifecycle.Target(env.name, head, base, "", reverts=p.reverts)
+    target = deploy.Target(env.name, head, base, "", reverts=p.reverts)
     try:
-        plan = lifecycle.plan(settings, repo, target, book)
+        plan = deploy.plan(settings, repo, target, book)
     except (ConfigError, PlanError) as exc:
         where = "the merge" if p.conflicts is None else "the head"
         p.problem = f"The fleet at {where} does not validate: the deploy would refuse it"

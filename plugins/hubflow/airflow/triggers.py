@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from hubflow.core.config import Settings
+from hubflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from hubflow.clients.github import Head

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import requests
 
-from hubflow.core.config import Settings, load_settings
+from hubflow.core.settings import Settings, load_settings
 from hubflow.core.errors import HubflowError
 
 log = logging.getLogger(__name__)

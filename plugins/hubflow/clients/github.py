@@ -5,12 +5,15 @@ from the Airflow GitHub connection at run time, never at import), except the rev
 git (hubflow.clients.revert).
 The same code runs in plain Python against sandbox/github_emulator.py.
 
-Retries (tenacity, one policy in `GitHub.call`, its waits from `retry_wait`): transient failures (5xx, timeouts,
-dropped connections) are retried with exponential backoff; rate limits (403/429) wait for Retry-After or
-X-RateLimit-Reset; a plain 403 is not retried; every wait is bounded (`attempts`, `max_wait`) and goes through an
-injectable `sleep`. PyGithub's own urllib3 retry is switched off so that a retry is always a whole operation:
-every effect is looked up before it is made, so a retry (ours, or Airflow's task retry) never duplicates it:
+Retries (hubflow.clients.retry, the one policy, in `GitHub.call`; `transient` says what, `rate_limit_wait` how
+long): transient failures (5xx, timeouts, dropped connections) are retried with exponential backoff; rate limits
+(403/429) wait for Retry-After or X-RateLimit-Reset; a plain 403 is not retried; every wait is bounded (`attempts`,
+and `max_wait`: the seconds of waiting in all) and goes through an injectable `sleep`. PyGithub's own urllib3 retry
+is switched off so that a retry is always a whole operation: every effect is looked up before it is made, so a
+retry (ours, or Airflow's task retry) never duplicates it:
 the promotion PR is found by head/base, the revert by its branch name, a comment by a hidden marker.
+What it writes (PR bodies, the revert's texts, markers) comes from hubflow.core.texts; which commits make a range a
+revert, from hubflow.core.reverts.
 
 No Airflow import here.
 """
@@ -25,23 +28,20 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 import requests
-import tenacity
 from github import Github, GithubException
 from github.PullRequest import PullRequest
 
 from hubflow.clients import revert as git_revert
-from hubflow.core.config import Environment, Settings
-from hubflow.core.lifecycle import REVERTS_TRAILER
-from hubflow.core.messages import code_span
+from hubflow.clients.retry import backoff, retrying
+from hubflow.core.settings import Environment, Settings
+from hubflow.core import texts
 from hubflow.core.errors import HubflowError
+from hubflow.core.reverts import first_parent_line, revert_branch, revert_in
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATES = ("pending", "success", "failure", "error")
-DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status descriptions
-REVERT_PREFIX = "hubflow/revert-"
-REVERTS_LINE = re.compile(rf"^{re.escape(REVERTS_TRAILER)}: [0-9a-f]{{7,40}}[ \t]*$", re.M)
 
 
 class GitHubError(HubflowError):
@@ -54,6 +54,10 @@ class NotMergeable(GitHubError):
 
 class RevertRefused(GitHubError):
     """The range to revert holds a revert: hubflow never reverts a revert; the line stops and people are alerted."""
+
+
+class _StillComputing(Exception):
+    """GitHub answered `mergeable: null`: it is still computing whether the PR can be merged; read it again."""
 
 
 @dataclass(frozen=True)
@@ -152,28 +156,39 @@ def poll_head(client: Github, repository: str, branch: str, known: Head | None =
     return Head(revision, answer_headers.get("etag"))
 
 
-def retry_wait(exc: BaseException, attempt: int, now: float) -> float | None:
-    """Seconds to wait before trying again after `exc`, or None when trying again cannot help."""
+def transient(exc: BaseException) -> bool:
+    """Whether trying again can help after `exc`: timeouts, dropped connections, 5xx, rate limits (not a plain 403)."""
     if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
-        return _backoff(attempt)
+        return True
     if not isinstance(exc, GithubException):
+        return False
+    if exc.status in (403, 429):
+        return rate_limit_wait(exc, 0.0) is not None
+    return exc.status >= 500
+
+
+def rate_limit_wait(exc: BaseException, now: float) -> float | None:
+    """The seconds a rate limit (403/429) asks to wait: Retry-After, X-RateLimit-Reset, or a minute for a secondary
+    limit without a hint; None for any other failure (a plain 403 is permissions, not load)."""
+    if not isinstance(exc, GithubException) or exc.status not in (403, 429):
         return None
     headers = {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
-    if exc.status in (403, 429):
-        if "retry-after" in headers:
-            return float(headers["retry-after"])
-        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
-            return max(float(headers["x-ratelimit-reset"]) - now, 0.0) + 1.0
-        if exc.status == 429 or "rate limit" in describe(exc).lower():
-            return 60.0  # a secondary rate limit without a hint: GitHub asks for at least a minute
-        return None  # a plain 403: permissions, not load
-    if exc.status >= 500:
-        return _backoff(attempt)
+    if "retry-after" in headers:
+        return float(headers["retry-after"])
+    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+        return max(float(headers["x-ratelimit-reset"]) - now, 0.0) + 1.0
+    if exc.status == 429 or "rate limit" in describe(exc).lower():
+        return 60.0  # a secondary rate limit without a hint: GitHub asks for at least a minute
     return None
 
 
-def _backoff(attempt: int) -> float:
-    return float(min(2 ** (attempt - 1), 30))
+def retry_wait(exc: BaseException, attempt: int, now: float) -> float | None:
+    """Seconds to wait before trying again after `exc` (failure number `attempt`), or None when trying again cannot
+    help: what `GitHub.call` waits, for a caller that waits by itself (the branch-head trigger)."""
+    if not transient(exc):
+        return None
+    asked = rate_limit_wait(exc, now)
+    return backoff(attempt) if asked is None else asked
 
 
 def describe(exc: BaseException) -> str:
@@ -186,43 +201,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def trim_description(text: str) -> str:
-    """One line within GitHub's 140 characters for a commit status description."""
-    line = " ".join(text.split())
-    return line if len(line) <= DESCRIPTION_LIMIT else line[:DESCRIPTION_LIMIT - 1] + "…"
-
-
-def revert_branch(env: str, head: str) -> str:
-    return f"{REVERT_PREFIX}{env}-{head[:7]}"
-
-
-def first_parent_line(commits: dict[str, tuple[list[str], str]], head: str) -> list[str]:
-    """The first-parent line of `head` within `commits` (sha -> (parents, message)), newest first."""
-    line: list[str] = []
-    sha: str | None = head
-    while sha in commits:
-        line.append(sha)
-        parents = commits[sha][0]
-        sha = parents[0] if parents else None
-    return line
-
-
-def revert_in(commits: dict[str, tuple[list[str], str]], line: list[str]) -> str | None:
-    """The oldest commit of `line` that brings in a commit with hubflow's revert trailer (a revert PR merged,
-    squashed or pushed), or None. The trailer decides, not a branch name: a feature branch may be called revert-x.
-    """
-    seen: set[str] = set()
-    for brought_by in reversed(line):
-        todo = [brought_by]
-        while todo:
-            sha = todo.pop()
-            if sha in seen or sha not in commits:
-                continue
-            seen.add(sha)
-            if REVERTS_LINE.search(commits[sha][1]):
-                return brought_by
-            todo += commits[sha][0]
-    return None
+def _marker(key: str, what: str = "") -> str:
+    """The hidden marker of `key` (hubflow.core.texts.marker); a key that could break it is a GitHubError."""
+    try:
+        return texts.marker(key)
+    except ValueError as exc:
+        raise GitHubError(f"{what}{exc}") from None
 
 
 # ---------------------------------------------------------------- operations
@@ -242,30 +226,22 @@ class GitHub:
 
     # ------------------------------------------------------------ plumbing
 
+    def _retrying(self, what: str, **kwargs: Any):
+        """hubflow.clients.retry's policy with this client's bounds: `attempts` tries, `max_wait` seconds of waiting
+        in all, waits doubling from 1 s up to 30 s, through `sleep`."""
+        return retrying(what, attempts=self.attempts, deadline=self.max_wait, first_wait=1.0, max_wait=30.0,
+                        sleep=self.sleep, logger=log, **kwargs)
+
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn` (one whole operation, lookups included) with retries; failures name `what`."""
-        def transient(state: tenacity.RetryCallState) -> bool:
-            return bool(state.outcome.failed) and wait(state) is not None
-
-        def wait(state: tenacity.RetryCallState) -> float | None:
-            return retry_wait(state.outcome.exception(), state.attempt_number, self.clock())
-
-        def out_of_bounds(state: tenacity.RetryCallState) -> bool:
-            return state.attempt_number >= self.attempts or state.idle_for + state.upcoming_sleep > self.max_wait
-
-        def warn(state: tenacity.RetryCallState) -> None:
-            log.warning("%s: %s; trying again in %.1fs (attempt %d of %d)", what, describe(state.outcome.exception()),
-                        state.upcoming_sleep, state.attempt_number + 1, self.attempts)
-
-        def give_up(state: tenacity.RetryCallState) -> None:
-            raise GitHubError(f"{what} in {self.repository}: {describe(state.outcome.exception())} (gave up after "
-                              f"{state.attempt_number} attempts, {state.idle_for:.0f}s of waiting)") from None
-
+        retry = self._retrying(what, transient=transient, describe=describe,
+                               wait=lambda exc, attempt: rate_limit_wait(exc, self.clock()))
         try:
-            return tenacity.Retrying(retry=transient, wait=wait, stop=out_of_bounds, sleep=self.sleep,
-                                     before_sleep=warn, retry_error_callback=give_up)(fn)
-        except (GithubException, requests.RequestException) as exc:  # not worth retrying
-            raise GitHubError(f"{what} in {self.repository}: {describe(exc)}") from None
+            return retry(fn)
+        except (GithubException, requests.RequestException) as exc:
+            gave_up = (f" (gave up after {retry.statistics['attempt_number']} attempts, "
+                       f"{retry.statistics['idle_for']:.0f}s of waiting)") if transient(exc) else ""
+            raise GitHubError(f"{what} in {self.repository}: {describe(exc)}{gave_up}") from None
 
     def _find_pull(self, head: str, base: str, state: str = "open") -> PullRequest | None:
         return next(iter(self.repo.get_pulls(state=state, head=f"{self.owner}:{head}", base=base)), None)
@@ -345,17 +321,15 @@ class GitHub:
         context = f"hubflow/{self._environment(env).name}"
         extra = {"target_url": target_url} if target_url else {}
         self.call(f"set status {context}={state} on {revision[:12]}", lambda: self.repo.get_commit(revision)
-                  .create_status(state, description=trim_description(description), context=context, **extra))
+                  .create_status(state, description=texts.trim_description(description), context=context, **extra))
 
     def comment(self, number: int, key: str, body: str) -> str:
         """Post (or update in place) the comment identified by `key` on PR `number`; returns its URL.
 
         The key rides in a hidden marker, so a retry finds the earlier comment instead of posting a second one.
         """
-        if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
-            raise GitHubError(f"comment key {key!r} may hold only letters, digits and _ . : / -")
-        marker = f"<!-- hubflow:{key} -->"
-        text = f"{body}\n\n{marker}"
+        marker = _marker(key, "comment ")
+        text = texts.marked(body, key)
 
         def post() -> str:
             issue = self.repo.get_issue(number)
@@ -386,8 +360,8 @@ class GitHub:
             raise GitHubError(f"environment {env!r} is the last one: there is nothing to promote it to")
         pulls = self.merged_pulls(target.branch, revision)
         source_head = self.branch_head(source.name)
-        title = f"Promote {source.name} to {target.name} ({revision[:7]})"
-        body = promotion_body(source.name, target.name, revision, source_head, evidence, pulls)
+        title = texts.promotion_title(source.name, target.name, revision)
+        body = texts.promotion_body(source.name, target.name, revision, source_head, evidence, pulls)
 
         def ensure() -> PullRequest | None:
             pr = self._find_pull(source.branch, target.branch)
@@ -447,17 +421,26 @@ class GitHub:
         return None
 
     def _mergeable_pull(self, number: int) -> PullRequest:
-        """The PR once GitHub has computed whether it is mergeable (it answers null while it computes)."""
-        for attempt in range(1, self.attempts + 1):
+        """The PR once GitHub has computed whether it is mergeable (it answers null while it computes: read again,
+        with the retry policy's waits and bounds; a failed read is left to the caller's `call`)."""
+        def read() -> PullRequest:
             pr = self.repo.get_pull(number)
-            if pr.merged or pr.mergeable is not None:
-                if pr.state != "open" and not pr.merged:
-                    raise NotMergeable(f"PR #{number} is closed")
-                if not pr.merged and not pr.mergeable:
-                    raise NotMergeable(f"PR #{number} is not mergeable: GitHub says {pr.mergeable_state!r}")
-                return pr
-            self.sleep(_backoff(attempt))
-        raise NotMergeable(f"PR #{number}: GitHub did not say whether it is mergeable after {self.attempts} reads")
+            if not pr.merged and pr.mergeable is None:
+                raise _StillComputing(f"GitHub is still computing whether PR #{number} is mergeable")
+            return pr
+
+        retry = self._retrying(f"read whether #{number} is mergeable",
+                               transient=lambda exc: isinstance(exc, _StillComputing))
+        try:
+            pr = retry(read)
+        except _StillComputing:
+            raise NotMergeable(f"PR #{number}: GitHub did not say whether it is mergeable after "
+                               f"{retry.statistics['attempt_number']} reads") from None
+        if pr.state != "open" and not pr.merged:
+            raise NotMergeable(f"PR #{number} is closed")
+        if not pr.merged and not pr.mergeable:
+            raise NotMergeable(f"PR #{number} is not mergeable: GitHub says {pr.mergeable_state!r}")
+        return pr
 
     # ------------------------------------------------------------ revert
 
@@ -489,8 +472,8 @@ class GitHub:
                     f"the failed range {base[:7]}..{head[:7]} on {environment.branch} holds the revert {which}; "
                     f"hubflow never reverts a revert: fix forward")
             pulls = self._pulls_of(line)
-            title, message, body = revert_texts(environment.name, environment.branch, base, head, pulls, reason,
-                                                links or {})
+            title, message, body = texts.revert_texts(environment.name, environment.branch, base, head, pulls,
+                                                      reason, links or {})
             if not self.call(f"look up branch {name}", lambda: self._branch_exists(name)):
                 git_revert.revert_range(self.settings.repository.clone_url, self._token, environment.branch, base,
                                         head, name, message)
@@ -519,7 +502,7 @@ class GitHub:
         """Open, reopen or update in place the one issue identified by `key` (a hidden marker in its body, found
         among the issues with labels[0]); returns {number, url, action: opened|reopened|updated|unchanged}."""
         marker = _marker(key)
-        text = f"{body}\n\n{marker}"
+        text = texts.marked(body, key)
 
         def ensure() -> dict[str, Any]:
             issue = self._find_issue(marker, labels[0])
@@ -529,7 +512,7 @@ class GitHub:
             action = "unchanged"
             if issue.state == "closed":
                 issue.edit(state="open", title=title, body=text)
-                issue.create_comment("The problems are back: reopened by hubflow.")
+                issue.create_comment(texts.REOPENED)
                 action = "reopened"
             elif issue.title != title or issue.body != text:
                 issue.edit(title=title, body=text)
@@ -549,51 +532,3 @@ class GitHub:
             issue.edit(state="closed", state_reason="completed")
             return {"number": issue.number, "url": issue.html_url, "action": "closed"}
         return self.call(f"close the issue {key}", close)
-
-
-def _marker(key: str) -> str:
-    """The hidden marker that finds a comment or an issue again (a retry then never posts a second one)."""
-    if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", key):
-        raise GitHubError(f"key {key!r} may hold only letters, digits and _ . : / -")
-    return f"<!-- hubflow:{key} -->"
-
-
-# ---------------------------------------------------------------- texts
-
-
-def _pull_line(p: Pull, markdown: bool = True) -> str:
-    """One merged PR in a list; in Markdown the title is a code span (it may hold markup, HTML or {{ }}), while
-    "#123" stays plain so that GitHub links it."""
-    return f"- #{p.number} {code_span(p.title) if markdown else p.title} (@{p.author})"
-
-
-def promotion_body(source: str, target: str, revision: str, source_head: str, evidence: dict[str, str],
-                   pulls: list[Pull]) -> str:
-    lines = [f"Promotes **{source}** to **{target}**, opened and kept up to date by hubflow.", "",
-             f"Verified revision on {source}: `{revision}`"]
-    if source_head != revision:
-        lines.append(f"> {source} has moved on to `{source_head}`, which is not verified yet: hubflow merges this PR "
-                     f"only while its head is the verified revision.")
-    lines += ["", "Evidence:"] + ([f"- [{label}]({url})" for label, url in evidence.items()] or ["- (none)"])
-    lines += ["", f"Pull requests {target} does not have yet:"]
-    lines += [_pull_line(p) for p in pulls] or ["- (none: direct commits only)"]
-    return "\n".join(lines) + "\n"
-
-
-def revert_texts(env: str, branch: str, base: str, head: str, pulls: list[Pull], reason: str,
-                 links: dict[str, str]) -> tuple[str, str, str]:
-    """(PR title, commit message, PR body) of a revert; every merge it undoes is named."""
-    if len(pulls) == 1:
-        title = f'Revert "{pulls[0].title}" on {env}'
-    else:
-        title = f"Revert {branch} to {base[:7]}: undo {len(pulls) or 'the'} change{'s' * (len(pulls) != 1)}"
-
-    def undone(markdown: bool) -> list[str]:  # the commit message is plain text, the PR body Markdown
-        return [_pull_line(p, markdown) + (f" {p.merge_commit_sha[:7]}" if p.merge_commit_sha else "") for p in pulls]
-    why = f"Verification of {head[:12]} on {env} failed:\n{reason.strip()}"
-    message = "\n".join([title, "", why, "", f"This returns {branch} to {base} (undoes {base[:12]}..{head[:12]}).",
-                         *(["", "Undoes:", *undone(False)] if pulls else []), "", f"{REVERTS_TRAILER}: {head}"]) + "\n"
-    body = "\n".join([f"hubflow reverts what failed on **{env}** so that `{branch}` returns to the last good "
-                      f"revision `{base}`.", "", why, "", "Undoes:", *(undone(True) or [f"- {base[:12]}..{head[:12]}"]),
-                      *(["", "Links:", *[f"- [{k}]({v})" for k, v in links.items()]] if links else [])]) + "\n"
-    return title, message, body

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
-import tenacity
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from hubflow.clients.retry import retrying
 from hubflow.core.errors import HubflowError
+from hubflow.core.outcomes import LEDGER_WORDS, PROMOTION_LEDGER_WORDS, RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ attempts = sa.Table(
     sa.Column("base", sa.String(64)),
     sa.Column("tree", sa.String(64), index=True),
     sa.Column("run_id", sa.String(250), index=True),
-    sa.Column("outcome", sa.String(32), nullable=False),  # one of OUTCOMES
+    sa.Column("outcome", sa.String(32), nullable=False),  # one of LEDGER_WORDS
     sa.Column("detail", sa.Text),
     sa.Column("forced_by", sa.String(250)),
     sa.Column("force_reason", sa.Text),
@@ -70,7 +71,7 @@ promotions = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("requested_by", sa.String(250)),
     sa.Column("run_id", sa.String(250), index=True),
-    sa.Column("outcome", sa.String(32), nullable=False),  # running, opened, merged, refused, rejected, failed
+    sa.Column("outcome", sa.String(32), nullable=False),  # one of PROMOTION_LEDGER_WORDS
     sa.Column("detail", sa.Text),
     sa.Column("record", sa.Text, nullable=False, default="{}"),  # gates, PR, approval (JSON)
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
@@ -89,10 +90,8 @@ reports = sa.Table(
     sa.Index("ix_hubflow_reports_kind_env", "kind", "env"),
 )
 
-# running: not concluded yet. success: deployed and verified. failed: the revision is to blame. platform: a platform
-# fault, nothing held. refused: not deployed (held, frozen, ungated). stopped: the line stopped (a revert failed, a
-# rollback failed). unknown: the run could not conclude, the state is unknown. skipped: nothing to do.
-OUTCOMES = {"running", "success", "failed", "platform", "refused", "stopped", "unknown", "skipped"}
+# an attempt's outcome is `running` until it concludes, then the ledger word of its Outcome (hubflow.core.outcomes)
+OUTCOMES = LEDGER_WORDS
 
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 INITIAL_REVISION = "0001"  # the schema `metadata.create_all` made before migrations
@@ -176,28 +175,39 @@ def _heads() -> frozenset[str]:
 
 
 class Ledger:
+    """One engine (its connection pool) and one migration check per Ledger: open one per process and URL and keep
+    it (hubflow.airflow.hooks.LedgerHook does), `close()` it when done. Not across a fork: the child must open
+    its own (the hook's cache lets the inherited one go with `engine.dispose(close=False)`)."""
+
     def __init__(self, url: str, retry: RetryPolicy = RetryPolicy()):
         self.retry = retry
         connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
         self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.engine.dispose()  # a ledger that cannot open keeps no pool behind
+            raise
+
+    def close(self) -> None:
+        """Close the pooled connections. The Ledger stays usable: a later call opens a connection again."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _retry(self, operation: str, fn: Callable[[], T]) -> T:
         policy = self.retry
-
-        def say(state: tenacity.RetryCallState) -> None:
-            log.warning("ledger %s: %s; try %d of %d failed, again in %.1fs", operation,
-                        _first_line(state.outcome.exception()), state.attempt_number, policy.attempts,
-                        state.next_action.sleep)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.deadline),
-            wait=tenacity.wait_exponential(multiplier=policy.first_wait, max=policy.max_wait),
-            retry=tenacity.retry_if_exception_type(TRANSIENT), before_sleep=say, reraise=True)
+        retry = retrying(f"ledger {operation}", transient=lambda exc: isinstance(exc, TRANSIENT),
+                         attempts=policy.attempts, deadline=policy.deadline, first_wait=policy.first_wait,
+                         max_wait=policy.max_wait, describe=_first_line, logger=log)
         try:
-            return retrying(fn)
+            return retry(fn)
         except TRANSIENT as exc:
-            tries = retrying.statistics.get("attempt_number", policy.attempts)
+            tries = retry.statistics.get("attempt_number", policy.attempts)
             raise LedgerError(f"ledger {operation} failed after {tries} tries: {_first_line(exc)}") from exc
 
     @_retried
@@ -229,7 +239,7 @@ class Ledger:
                 if row:
                     return row.id
             return c.execute(attempts.insert().values(
-                env=env, revision=revision, base=base, tree=tree, run_id=run_id, outcome="running",
+                env=env, revision=revision, base=base, tree=tree, run_id=run_id, outcome=RUNNING,
                 forced_by=forced_by, force_reason=force_reason, record="{}", started_at=_now())).inserted_primary_key[0]
 
     @_retried
@@ -244,7 +254,7 @@ class Ledger:
     @_retried
     def finish(self, attempt_id: int, outcome: str, detail: str = "") -> None:
         """Conclude an attempt. Again on a concluded one (a retried task) it replaces the outcome and detail."""
-        if outcome not in OUTCOMES - {"running"}:
+        if outcome not in OUTCOMES - {RUNNING}:
             raise ValueError(f"unknown outcome {outcome!r}")
         with self.engine.begin() as c:
             c.execute(attempts.update().where(attempts.c.id == attempt_id)
@@ -343,12 +353,14 @@ class Ledger:
                     return row.id
             return c.execute(promotions.insert().values(
                 source=source, target=target, revision=revision, tree=tree, mode=mode, reason=reason,
-                requested_by=requested_by, run_id=run_id, outcome="running", record="{}",
+                requested_by=requested_by, run_id=run_id, outcome=RUNNING, record="{}",
                 started_at=_now())).inserted_primary_key[0]
 
     @_retried
     def finish_promotion(self, promotion_id: int, outcome: str, detail: str = "", **record: Any) -> None:
         """Conclude a promotion (again on a concluded one: replaces it), merging `record` into its record."""
+        if outcome not in PROMOTION_LEDGER_WORDS - {RUNNING}:
+            raise ValueError(f"unknown promotion outcome {outcome!r}")
         with self.engine.begin() as c:
             current = json.loads(c.execute(sa.select(promotions.c.record)
                                            .where(promotions.c.id == promotion_id)).scalar_one())

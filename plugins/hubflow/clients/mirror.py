@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from hubflow.core.config import Settings
+from hubflow.core.settings import Settings
 from hubflow.clients.git import NETWORK_TIMEOUT, GitError, Repo, auth_env, run_git
 
 

@@ -82,13 +82,26 @@ def base_url(host: str) -> str:
 
 
 class RegistryClient:
-    """HEAD manifests with the challenge flows; credentials apply only to the registry they name."""
+    """HEAD manifests with the challenge flows; credentials apply only to the registry they name.
+
+    Keeps its HTTP connections and bearer tokens (a refused token is asked for again), so one client per process
+    and credentials serves every check (hubflow.airflow.hooks.RegistryHook keeps it; not across a fork)."""
 
     def __init__(self, credentials: Credentials | None = None, timeout: float = 15.0):
         self.credentials = credentials
         self.timeout = timeout
         self.session = requests.Session()
         self._tokens: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        """Close the session's pooled connections; the client stays usable (a later check connects again)."""
+        self.session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _auth_for(self, host: str) -> tuple[str, str] | None:
         c = self.credentials

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from hubflow.core.config import Fleet, Settings, Smoke
 from hubflow.clients.git import Repo
+from hubflow.clients.notebook import Notebook, parse_notebook
+from hubflow.clients.smoke import Check, SmokeError, format_check, verify
+from hubflow.core.fleet import Fleet, Smoke
 from hubflow.core.packages import hub_packages
 from hubflow.core.plan import read_fleet
-from hubflow.clients.jupyterhub import Check, Notebook, SmokeError, format_check, parse_notebook, verify
+from hubflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def verify_hub(settings: Settings, environment: str, hub: str, repo: Repo, base:
 
     `fleet` is the fleet at head when the caller has it (plan.fleet); otherwise it is read from git. The checks get
     min(hub smoke.timeout_seconds, settings timeouts.smoke_seconds), each spawn timeouts.spawn_seconds within that
-    (a timed-out spawn is retried once); cleanup may take jupyterhub.CLEANUP_SECONDS more, so a task
+    (a timed-out spawn is retried once); cleanup may take smoke.CLEANUP_SECONDS more, so a task
     execution_timeout should leave that room. The result's `blame` says whether a failure is the revision's.
     """
     env = settings.environment(environment)

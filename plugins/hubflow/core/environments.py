@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from hubflow.core.config import Environment, Settings
 from hubflow.core.freeze import frozen, next_window
+from hubflow.core.settings import Environment, Settings
 
 HISTORY = 100  # attempts read per environment: enough to find what every hub last ran and its last verification
 NIGHTLY_DAG = "hubflow_nightly_verify"

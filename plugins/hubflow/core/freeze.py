@@ -10,7 +10,7 @@ import datetime as dt
 
 from croniter import croniter
 
-from hubflow.core.config import Environment, FreezeWindow, RecurringFreezeWindow
+from hubflow.core.settings import Environment, FreezeWindow, RecurringFreezeWindow
 
 Window = tuple[dt.datetime, dt.datetime, str]
 

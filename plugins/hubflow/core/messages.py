@@ -3,6 +3,7 @@
 Messages carry user-controlled text (PR titles, failure details), so they go straight to the webhook hook
 (hubflow.airflow.hooks.notify) and never through a notifier's Jinja rendering; here that text is escaped for where
 it lands: `slack_escape` for Slack, `code_span` for GitHub Markdown (PR bodies).
+The texts hubflow writes on GitHub (promotion and revert PRs, markers, status descriptions) are in hubflow.core.texts.
 """
 from __future__ import annotations
 

@@ -14,10 +14,11 @@ import copy
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hubflow.core.config import Hub
+from hubflow.core.fleet import Hub
 from hubflow.core.messages import code_span, slack_escape, slack_link
 
 LAG_DAYS = 7  # a verified revision of an environment missing from the next one for longer than this is a problem
@@ -95,7 +96,7 @@ def _without(values: dict, paths: list[str]) -> dict:
     out = copy.deepcopy(values)
     for path in paths:
         *parents, last = path.split(".")
-        node = out
+        node: Any = out
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
@@ -122,7 +123,7 @@ def expected_values(files: list[Any], images: dict[str, tuple[str, str]]) -> tup
     return _without(merged, hidden), hidden
 
 
-def values_digest(values: dict, hidden: list[str] = ()) -> str:
+def values_digest(values: dict, hidden: Sequence[str] = ()) -> str:
     """A short digest of values as JSON (helm's JSON writes 2.0 as 2), `hidden` paths left out."""
     def norm(v: Any) -> Any:
         if isinstance(v, dict):

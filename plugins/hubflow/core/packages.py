@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from hubflow.core.config import Fleet, glob_match, parse_yaml
+from hubflow.core.documents import parse_yaml
 from hubflow.core.errors import HubflowError
+from hubflow.core.fleet import Fleet
+from hubflow.core.paths import glob_match
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
     from hubflow.clients.git import Repo

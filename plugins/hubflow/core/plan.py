@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from hubflow.core.config import ConfigError, Fleet, Hub, check_glob, glob_match, parse_fleet, parse_yaml
+from hubflow.core.documents import ConfigError, parse_yaml
 from hubflow.core.errors import HubflowError
+from hubflow.core.fleet import Fleet, Hub, parse_fleet
+from hubflow.core.paths import check_glob, glob_match
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
     from hubflow.clients.git import Repo
@@ -165,7 +167,7 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
         raise PlanError(f"fleet file {fleet_file!r} does not exist at head {head[:12]}")
     old = read_fleet(repo, base, fleet_file, environments, check_paths=False) if base else None
     first = base is None or old is None
-    changed = [] if first or base == head else _relevant_changes(repo, base, head, fleet)
+    changed = [] if base is None or first or base == head else _relevant_changes(repo, base, head, fleet)
 
     images = _image_plans(repo, head, fleet, old, changed, first)
     changed_images = {i.name for i in images if i.changed}
@@ -257,7 +259,8 @@ def _files_reason(files: list[str]) -> str:
 
 def _image_plans(repo: Repo, head: str, fleet: Fleet, old: Fleet | None, changed: list[str],
                  first: bool) -> list[ImagePlan]:
-    ids = repo.object_ids([f"{head}:{p}" for image in fleet.images for p in image.paths])
+    # read_fleet (check_paths) found every image path at head: none of these ids is None
+    ids = cast("dict[str, str]", repo.object_ids([f"{head}:{p}" for image in fleet.images for p in image.paths]))
     old_images = {i.name: i for i in old.images} if old else {}
     plans = []
     for image in fleet.images:
@@ -290,7 +293,8 @@ def deploy_waves(plan: Plan, canary: list[str]) -> dict[str, list[str]]:
 def format_plan(plan: Plan) -> str:
     """A readable table of the plan, for the CLI and task logs."""
     lines = [f"plan {plan.base[:12] if plan.base else '(first deploy)'}..{plan.head[:12]}", "", "images:"]
-    lines += [f"  {i.name:<24} {i.tag:<14} {'build' if i.changed else 'reuse':<6} {i.reason}" for i in plan.images] or ["  (none)"]
+    lines += [f"  {i.name:<24} {i.tag:<14} {'build' if i.changed else 'reuse':<6} {i.reason}"
+              for i in plan.images] or ["  (none)"]
     lines += ["", "hubs to deploy:"]
     lines += [f"  {h.name:<24} {h.reason}" for h in plan.hubs] or ["  (none)"]
     if plan.removed_hubs:

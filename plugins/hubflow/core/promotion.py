@@ -10,17 +10,15 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from hubflow.core import lifecycle
-from hubflow.core.config import Settings
+from hubflow.core import deploy
+from hubflow.core.deploy import Refused
 from hubflow.core.freeze import frozen
-from hubflow.core.lifecycle import Refused
+from hubflow.core.outcomes import Ended, PromotionOutcome, Step
+from hubflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from hubflow.clients.git import Repo
     from hubflow.clients.ledger import Attempt, Ledger
-
-OUTCOMES = ("opened", "merged", "refused", "rejected", "failed")
-
 
 class GateRefused(Refused):
     """A gate said no; `gates` holds every result so far, the refusing one last."""
@@ -100,7 +98,7 @@ def gates(settings: Settings, candidate: Candidate, repo: Repo, ledger: Ledger, 
 
     rev = c.revision[:12]
     try:  # promote exactly what was tested: the deploy DAG's own gate, with no force
-        c.verified = lifecycle.gate(settings, target_env, lifecycle.Target(c.target, c.revision, None, c.tree), ledger)
+        c.verified = deploy.gate(settings, target_env, deploy.Target(c.target, c.revision, None, c.tree), ledger)
     except Refused as exc:
         refuse("verified", str(exc))
     passed("verified", f"tree {c.tree[:12]} passed verification on {c.source} as {c.verified[:12]}")
@@ -176,27 +174,30 @@ def approval_text(c: dict, mode: str, reason: str | None, who: str, pull: dict, 
     return subject, "\n".join(lines) + "\n"
 
 
-def final(c: dict | None, mode: str, ended: dict | None, pull: dict | None, answer: dict | None,
-          merged: str | None, states: dict[str, str], timeout_minutes: int) -> tuple[str, str]:
-    """(outcome, closing line): how the promotion ended (one of OUTCOMES) and what the target runs now."""
+def final(c: dict | None, mode: str, ended: Ended | None, pull: dict | None, answer: dict | None,
+          merged: str | None, steps: dict[str, Step], timeout_minutes: int) -> tuple[PromotionOutcome, str]:
+    """(outcome, closing line): how the promotion ended and what the target runs now. `steps` says what became of
+    each step of the promotion (check, open, approve, merge)."""
     what = f"{c['revision'][:12]} {c['source']} -> {c['target']}" if c else "promotion"
     target = c["target"] if c else "the target"
     if ended:
-        return ended["outcome"], f"promotion {what}: {ended['outcome']}: {ended['detail']}; {target} is unchanged"
+        return PromotionOutcome(ended.outcome.value), (f"promotion {what}: {ended.outcome}: {ended.detail}; "
+                                                       f"{target} is unchanged")
     if answer and answer.get("chosen_options") != ["Approve"]:
         if answer.get("responded_by_user") is None:
-            return "refused", (f"promotion {what}: refused: nobody approved within {timeout_minutes} min (no answer "
-                               f"counts as Reject); PR #{pull['number']} stays open; {target} is unchanged")
+            return PromotionOutcome.REFUSED, (
+                f"promotion {what}: refused: nobody approved within {timeout_minutes} min (no answer counts as "
+                f"Reject); PR #{pull['number']} stays open; {target} is unchanged")
         by = answer["responded_by_user"].get("name") or answer["responded_by_user"].get("id")
-        return "rejected", (f"promotion {what}: rejected by {by}; PR #{pull['number']} stays open; "
-                            f"{target} is unchanged")
+        return PromotionOutcome.REJECTED, (f"promotion {what}: rejected by {by}; PR #{pull['number']} stays open; "
+                                           f"{target} is unchanged")
     if merged:
-        return "merged", (f"promotion {what}: merged PR #{pull['number']} as {merged[:12]}; the {target} deploy "
-                          f"runs from its branch watcher")
-    if pull and mode == "pull_request" and states.get("open") == "success":
-        return "opened", (f"promotion {what}: PR #{pull['number']} is open for review ({pull['url']}); {target} "
-                          "changes when a person merges it")
-    failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
+        return PromotionOutcome.MERGED, (f"promotion {what}: merged PR #{pull['number']} as {merged[:12]}; the "
+                                         f"{target} deploy runs from its branch watcher")
+    if pull and mode == "pull_request" and steps.get("open") is Step.DONE:
+        return PromotionOutcome.OPENED, (f"promotion {what}: PR #{pull['number']} is open for review "
+                                         f"({pull['url']}); {target} changes when a person merges it")
+    failed = sorted(name for name, step in steps.items() if step.failed)
     now = (f"{target} is unchanged unless PR #{pull['number']} shows merged (GitHub did not answer)"
            if "merge" in failed else f"{target} is unchanged")
-    return "failed", f"promotion {what}: failed at {', '.join(failed) or 'an unknown step'}; {now}"
+    return PromotionOutcome.FAILED, f"promotion {what}: failed at {', '.join(failed) or 'an unknown step'}; {now}"

@@ -1,9 +1,9 @@
 """Pods that change or read a cluster: image builds, helm upgrades, rollbacks and status reads.
 
-One home for pod construction, with no Airflow import (so `hubflow render` stays fast). The lifecycle runs each
-kind as a mapped task:
+One home for pod construction, with no Airflow import (so `hubflow render` stays fast). The deploy DAG runs each
+kind as a mapped task of hubflow.airflow.operators.HubflowPodOperator (`pod_operator_kwargs` says how it runs them):
 
-    HubflowPodOperator.partial(task_id="build", **operator_kwargs(settings, env, "build")).expand(pod=pods_from_xcom)
+    HubflowPodOperator.partial(task_id="build", **pod_operator_kwargs(settings, env, "build")).expand(pod=pods_xcom)
 
 `base_pod` is what every pod of a kind in an environment shares (image, command, service account, secrets as
 Kubernetes Secret references, volumes, resources, deadline); `build_pod`, `helm_upgrade_pod`, `helm_rollback_pod`
@@ -18,11 +18,11 @@ import copy
 import hashlib
 import posixpath
 import re
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from hubflow.core.config import Environment, Resources, Settings
+from hubflow.core.settings import Environment, Resources, Settings
 from hubflow.core.errors import HubflowError
+from hubflow.core.outcomes import Undo
 from hubflow.core.plan import Plan, PlanError, make_plan
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
@@ -133,35 +133,6 @@ def pod_seconds(settings: Settings, kind: str) -> int:
     if kind == "build":
         return t.build_seconds
     return helm_runs * t.helm_seconds + STARTUP_MARGIN_SECONDS
-
-
-def operator_kwargs(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
-    """Keyword arguments of the pod operator's `partial()` for the pods of `kind` in `env`: how the operator runs
-    and watches a pod (connection, modes, timeouts) plus `base_pod`, the part of the Pod every pod of `kind` shares.
-
-    Plain values only, so this layer needs no Airflow; the operator composes `base_pod` with each pod's own part.
-    """
-    base = base_pod(settings, env, kind)
-    subject = "image" if kind == "build" else "hub"
-    return dict(
-        base_pod=base,
-        # the UI names each mapped pod after its hub or image (a sanitised label: its output is not re-rendered)
-        map_index_template=f"{{{{ task.labels['{LABEL}{subject}'] }}}}",
-        kubernetes_conn_id=env.kubernetes_conn_id,
-        deferrable=settings.pods.deferrable,
-        durable=True,
-        on_finish_action="delete_succeeded_pod",
-        on_kill_action="delete_pod",
-        startup_timeout_seconds=settings.timeouts.pod_startup_seconds,
-        schedule_timeout_seconds=settings.timeouts.pod_startup_seconds,
-        execution_timeout=timedelta(seconds=pod_seconds(settings, kind) + settings.timeouts.pod_startup_seconds
-                                    + EXECUTION_MARGIN_SECONDS),
-        get_logs=True,
-        log_events_on_failure=True,
-        init_container_logs=kind in ("build", "upgrade"),
-        do_xcom_push=kind != "build",
-        termination_message_policy="FallbackToLogsOnError",
-    )
 
 
 def base_pod(settings: Settings, env: Environment, kind: Kind) -> dict[str, Any]:
@@ -339,10 +310,10 @@ def helm_uninstall_pod(settings: Settings, env: Environment, hub_name: str) -> d
     }
 
 
-def undo_pods(settings: Settings, env: Environment, undo: list[dict]) -> list[dict[str, Any]]:
-    """The rollback pods of what a run must put back (`hubflow.core.lifecycle.to_undo`)."""
-    return [helm_rollback_pod(settings, env, u["hub"], u["to"]) if u["action"] == "rollback"
-            else helm_uninstall_pod(settings, env, u["hub"]) for u in undo]
+def undo_pods(settings: Settings, env: Environment, undo: list[Undo]) -> list[dict[str, Any]]:
+    """The rollback pods of what a run must put back (`hubflow.core.deploy.to_undo`)."""
+    return [helm_rollback_pod(settings, env, u.hub, u.to) if u.action == "rollback"
+            else helm_uninstall_pod(settings, env, u.hub) for u in undo]
 
 
 def helm_status_pod(settings: Settings, env: Environment, hub_name: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from hubflow.k8s import pods
-from hubflow.core.config import Settings
+
 from hubflow.core.plan import make_plan
+from hubflow.core.settings import Settings
+from hubflow.k8s import pods
 
 
 def _prune(value: Any) -> Any:

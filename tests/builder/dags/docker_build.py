@@ -3,7 +3,8 @@ environment `staging` of the settings file named by HUBFLOW_BUILDER_TEST_CONFIG.
 import os
 
 from airflow.sdk import dag, task
-from hubflow.core.config import load_settings
+
+from hubflow.core.settings import load_settings
 
 
 @dag(dag_id="docker_build", schedule=None, catchup=False)

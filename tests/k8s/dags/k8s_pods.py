@@ -1,4 +1,4 @@
-"""Test DAGs: each pod kind as a mapped HubflowPodOperator, per-pod kwargs arriving through XCom (as in the lifecycle).
+"""Test DAGs: each pod kind as a mapped HubflowPodOperator, per-pod kwargs arriving through XCom (as in the deploy DAG).
 
 `k8s_<kind>_<sync|deferrable>` maps over `dag_run.conf["pods"]` in environment `staging` of the settings file named
 by HUBFLOW_K8S_TEST_CONFIG; polling is shortened so that tests stay fast. `k8s_status_plain` does the same with the
@@ -9,9 +9,10 @@ import os
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag, task, task_group
-from hubflow.airflow.operators import HubflowPodOperator
+
+from hubflow.airflow.operators import HubflowPodOperator, pod_operator_kwargs
+from hubflow.core.settings import load_settings
 from hubflow.k8s import pods
-from hubflow.core.config import load_settings
 
 FAST = {"startup_check_interval_seconds": 0.2, "poll_interval": 0.2, "base_container_status_polling_interval": 0.1}
 
@@ -36,12 +37,12 @@ def make(kind: str, deferrable: bool, operator=HubflowPodOperator, mode: str | N
         elif mode == "group":  # as the deploy DAG's per-hub pipeline: the pod is a mapped task group's argument
             @task_group
             def one(pod: dict):
-                operator(task_id="pod", pod=pod, **{**pods.operator_kwargs(settings, env, kind), **FAST})
+                operator(task_id="pod", pod=pod, **{**pod_operator_kwargs(settings, env, kind), **FAST})
 
             one.expand(pod=per_pod())
         else:
             operator.partial(
-                task_id="pod", **{**pods.operator_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
+                task_id="pod", **{**pod_operator_kwargs(settings, env, kind), "deferrable": deferrable, **FAST}
             ).expand(pod=per_pod())
 
     return pod_dag()

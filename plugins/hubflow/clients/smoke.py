@@ -32,20 +32,21 @@ holds access to that user's server as every user's token does. read:hub and list
 Users left by a crashed run (the same fixed names) are stopped and removed first; a user whose run token has not
 expired belongs to a verification still running, which is waited for, never removed.
 
-Plain Python (requests + websocket-client): the CLI, the Airflow task and the tests use it alike. The service token
-goes in a header only and never into a detail; the server is used with a short-lived token scoped to that user.
+Plain Python (requests against the hub's REST API; the kernel in hubflow.clients.kernel, the package probe in
+hubflow.clients.probe, the notebook in hubflow.clients.notebook): the CLI, the Airflow task and the tests use it
+alike. The service token goes in a header only and never into a detail; the server is used with a short-lived token
+scoped to that user. Idempotent requests are retried under hubflow's one policy (hubflow.clients.retry).
+The nightly DAG file imports this module at parse time (CLEANUP_SECONDS sizes a timeout): its imports stay light,
+and the kernel's (jupyter_client, zmq) and the retry policy load when they are used.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -53,6 +54,10 @@ import websocket
 
 from hubflow.core.errors import HubflowError
 from hubflow.core.packages import Package
+
+if TYPE_CHECKING:
+    from hubflow.clients.kernel import Kernel
+    from hubflow.clients.notebook import Notebook
 
 # the first spawn's user, the retry's; never the service's own name (the hub refuses to let it delete "itself")
 SMOKE_USERS = ("hubflow-smoke-1", "hubflow-smoke-2")
@@ -62,7 +67,7 @@ NEEDED_SCOPES = tuple(f"{scope}!user={user}" for user in SMOKE_USERS
                       for scope in ("admin:users", "servers", "tokens"))
 RUN_NOTE = "hubflow smoke verification"  # the note on the smoke user's token: a run holds the user until it expires
 CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
-PROBE_MARK = "HUBFLOW-PROBE "  # prefixes the probe's own output lines, among whatever imported modules print
+RETRY_ATTEMPTS = 3  # tries of an idempotent request (network errors, 502-504)
 
 
 class SmokeError(HubflowError):
@@ -85,12 +90,12 @@ class _NoAnswer(_Failed):
     """No HTTP answer (DNS, connection, TLS, no answer in time); whose fault depends on the step."""
 
 
+class _Unavailable(_Failed):
+    """A gateway's 502, 503 or 504: the hub behind it may answer the next time."""
+
+
 class _SpawnTimeout(_Failed):
     """The spawn used up its own budget (the overall limit still had time): worth one retry."""
-
-
-class _KernelDied(_Failed):
-    """The kernel died (the server is restarting it): what ran in it is lost."""
 
 
 class _Skipped(Exception):
@@ -126,24 +131,6 @@ class Verification:
     def to_dict(self) -> dict:
         """JSON-serialisable, for XCom and the ledger."""
         return asdict(self)
-
-
-@dataclass
-class Notebook:
-    name: str
-    cells: list[tuple[int, str]]  # (1-based position in the notebook, code)
-
-
-def parse_notebook(text: str, name: str) -> Notebook:
-    """The code cells of an .ipynb (nbformat 4 JSON); positions count every cell, as Jupyter shows them."""
-    try:
-        data = json.loads(text)
-        cells = data["cells"]
-        code = [(i, c["source"] if isinstance(c["source"], str) else "".join(c["source"]))
-                for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SmokeError(f"notebook {name} is not a Jupyter notebook (nbformat 4 JSON): {exc}") from None
-    return Notebook(name, [(i, src) for i, src in code if src.strip()])
 
 
 def format_check(check: Check) -> str:
@@ -202,9 +189,8 @@ class _Run:
         self.users: list[str] = []  # created by this run, to remove
         self.faults: dict[str, str] = {}  # check -> blame, for failed checks
         self.server: str | None = None  # URL of the user's server, ending in /
-        self.kernel: str | None = None
-        self.ws: websocket.WebSocket | None = None
-        self.kernel_died = False
+        self.kernel_id: str | None = None
+        self.kernel: Kernel | None = None
 
     # -- running checks
 
@@ -267,25 +253,28 @@ class _Run:
     def request(self, session: requests.Session, method: str, url: str, what: str, retry: bool = False,
                 ok: tuple[int, ...] = (200,), read: float = 15, **kwargs) -> requests.Response:
         """A request bounded by the deadline; idempotent ones (retry=True) are retried on network errors and 502-504."""
-        attempts = 3 if retry else 1
-        for attempt in range(attempts):
+
+        def attempt() -> requests.Response:
             left = self.remaining(what)
             try:
                 r = session.request(method, url, timeout=(min(5, left), min(read, left)), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.remaining(what)  # a request cut short by the deadline is reported as the timeout it is
-                problem, error = f"{method} {_path(url)}: {_describe(exc)}", _NoAnswer
-            else:
-                if r.status_code in ok:
-                    return r
-                problem, error = f"{method} {_path(url)} answered {r.status_code}: {_message(r)}", _Failed
-                if r.status_code == 403 and session is self.hub:
-                    raise _PlatformFault(f"{problem} (the smoke token may not do this)")
-                if r.status_code not in (502, 503, 504):
-                    break  # the hub answered: asking again would get the same answer
-            if attempt + 1 < attempts:
-                time.sleep(min(2 ** attempt, max(0, self.deadline - time.monotonic())))
-        raise error(problem)
+                raise _NoAnswer(f"{method} {_path(url)}: {_describe(exc)}") from None
+            if r.status_code in ok:
+                return r
+            problem = f"{method} {_path(url)} answered {r.status_code}: {_message(r)}"
+            if r.status_code == 403 and session is self.hub:
+                raise _PlatformFault(f"{problem} (the smoke token may not do this)")
+            # the hub answered: asking again would get the same answer; a gateway's might not
+            raise (_Unavailable if r.status_code in (502, 503, 504) else _Failed)(problem)
+
+        if not retry:
+            return attempt()
+        from hubflow.clients.retry import retrying
+
+        return retrying(what, transient=lambda exc: isinstance(exc, (_NoAnswer, _Unavailable)),
+                        attempts=RETRY_ATTEMPTS, deadline=max(0.0, self.deadline - time.monotonic()))(attempt)
 
     def hub_api(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
         return self.request(self.hub, method, f"{self.url}/hub/api{path}", what, **kwargs)
@@ -432,46 +421,49 @@ class _Run:
             time.sleep(0.5)
 
     def start_kernel(self) -> str:
+        from hubflow.clients.kernel import Kernel, KernelDied  # jupyter_client, zmq: once a kernel is there
+
         r = self.request(self.single, "POST", f"{self.server}api/kernels", "starting a kernel", ok=(201,), json={})
-        self.kernel = r.json()["id"]
-        ws_url = re.sub(r"^http", "ws", f"{self.server}api/kernels/{self.kernel}/channels")
-        self.ws = websocket.create_connection(ws_url, timeout=min(10, self.remaining("opening the kernel websocket")),
-                                              header=[f"Authorization: {self.single.headers['Authorization']}"])
-        info = self._request_reply("kernel_info_request", {}, "kernel_info_reply", "waiting for the kernel")
+        self.kernel_id = r.json()["id"]
+        self.kernel = Kernel.connect(f"{self.server}api/kernels/{self.kernel_id}/channels",
+                                     self.single.headers["Authorization"], self.remaining)
+        try:
+            info = self.kernel.request("kernel_info_request", {}, "kernel_info_reply", "waiting for the kernel")
+        except KernelDied as exc:
+            raise _Failed(str(exc)) from None
         lang = info.get("language_info", {})
         return f"{info.get('implementation', 'kernel')} {lang.get('name', '')} {lang.get('version', '')}".strip()
 
     def check_packages(self) -> str:
         """One kernel request per package: a package that kills the kernel is named for sure (output sent just
         before a crash can be lost), and the packages after it are still checked in the restarted kernel."""
+        from hubflow.clients import probe
+
         if not self.packages:
             raise _Skipped("no packages to check")
-        setup = f"{inspect.getsource(probe)}\nimport json as _j\n_hubflow_cache = {{}}\n"
         results, problems, defined = [], [], False
         for i, package in enumerate(self.packages):
             if time.monotonic() >= self.deadline:
                 problems.append(f"not checked in time: {', '.join(p.name for p in self.packages[i:])}")
                 break
             if not defined:
-                _, error = self._execute(setup, "defining the package probe")
+                _, error = self._execute(probe.definition(), "defining the package probe")
                 if error:
                     raise _Failed(f"the package probe could not be defined: {_error_text(error)}")
                 defined = True
-            out, error = self._execute(
-                f"probe([_j.loads({json.dumps(package.to_dict())!r})], "
-                f"lambda e: print({PROBE_MARK!r} + _j.dumps(e), flush=True), _hubflow_cache)", f"checking {package}")
-            lines = [line.split(PROBE_MARK, 1)[1] for line in out.splitlines() if PROBE_MARK in line]
-            if error or not lines:
+            out, error = self._execute(probe.call(package), f"checking {package}")
+            found = None if error else probe.result(out)
+            if found is None:
                 problems.append(f"{package.name}: {_error_text(error) if error else 'the probe printed no result'}")
-                defined = not self.kernel_died
+                defined = not self.kernel.died
                 continue
-            results.append(json.loads(lines[-1]))
-            if results[-1]["status"] not in ("ok", "not-applicable"):
-                problems.append(_package_problem(results[-1]))
+            results.append(found)
+            wrong = probe.problem(found)
+            if wrong:
+                problems.append(wrong)
         if problems:
             raise _Failed("; ".join(problems))
-        shown = [f"{r['name']} {r['installed']}" if r["status"] == "ok" else f"{r['name']} (not for this platform)"
-                 for r in results]
+        shown = [probe.shown(r) for r in results]
         more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
         return f"{len(results)} ok: {', '.join(shown[:20])}{more}"
 
@@ -487,12 +479,11 @@ class _Run:
 
     def cleanup(self) -> str:
         """Each step is tried even when an earlier one failed: the user must not stay behind because a kernel did."""
-        if self.ws is not None:
-            with contextlib.suppress(websocket.WebSocketException, OSError):
-                self.ws.close()
+        if self.kernel is not None:
+            self.kernel.close()
         steps = []
-        if self.kernel:
-            url = f"{self.server}api/kernels/{self.kernel}"
+        if self.kernel_id:
+            url = f"{self.server}api/kernels/{self.kernel_id}"
             steps.append(("kernel deleted",
                           lambda: self.request(self.single, "DELETE", url, "deleting the kernel", ok=(204, 404))))
         for user in self.users:
@@ -523,172 +514,12 @@ class _Run:
             self.remaining(f"waiting for {name}'s server to stop ({_message(r)})")
             time.sleep(0.5)
 
-    # -- kernel messages
-
-    def _send(self, msg_type: str, content: dict) -> str:
-        msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "hubflow", "session": "hubflow-smoke",
-                       "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
-        return msg_id
-
-    def _recv(self, what: str, limit: float = 2) -> dict | None:
-        """The next kernel message, or None after `limit` s (short: websocket pings restart a read's wait)."""
-        self.ws.settimeout(max(0.05, min(limit, self.remaining(what))))
-        try:
-            msg = json.loads(self.ws.recv())
-        except websocket.WebSocketTimeoutException:
-            return None
-        if msg["msg_type"] == "status" and msg["content"].get("execution_state") in ("restarting", "dead"):
-            self.kernel_died = True
-            raise _KernelDied("the kernel died")
-        return msg
-
-    def _messages(self, msg_id: str, what: str):
-        """Messages answering `msg_id`, from any channel, until the deadline."""
-        while True:
-            msg = self._recv(what)
-            if msg and msg.get("parent_header", {}).get("msg_id") == msg_id:
-                yield msg
-
-    def _request_reply(self, msg_type: str, content: dict, reply_type: str, what: str) -> dict:
-        msg_id = self._send(msg_type, content)
-        for msg in self._messages(msg_id, what):
-            if msg["msg_type"] == reply_type:
-                return msg["content"]
-
-    def _await_restart(self, what: str) -> None:
-        """After the kernel died, wait until its restarted self answers (a request sent mid-restart may be lost)."""
-        while self.kernel_died:
-            msg_id = self._send("kernel_info_request", {})
-            until = time.monotonic() + 1
-            while time.monotonic() < until:
-                msg = self._recv(what, until - time.monotonic())
-                if msg and msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
-                    self.kernel_died = False
-                    break
-
     def _execute(self, code: str, what: str) -> tuple[str, dict | None]:
-        """Run code in the kernel; return its stdout and its error (ename, evalue), also when it timed out or died."""
-        out, error, replied, idle = [], None, False, False
+        """Run code in the kernel; its stdout and its error (ename, evalue), also when it timed out or died."""
         try:
-            self._await_restart(what)
-            msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": False,
-                                                    "user_expressions": {}, "allow_stdin": False,
-                                                    "stop_on_error": True})
-            for msg in self._messages(msg_id, what):
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "stream" and content.get("name") == "stdout":
-                    out.append(content["text"])
-                elif kind == "error":
-                    error = content
-                elif kind == "execute_reply":
-                    replied = True
-                    if content.get("status") != "ok" and error is None:
-                        error = content
-                elif kind == "status" and content.get("execution_state") == "idle":
-                    idle = True
-                if replied and idle:
-                    break
-        except _Failed as exc:  # keep what it printed until then: it tells how far it got
-            error = {"ename": "", "evalue": str(exc)}
-        return "".join(out), error
-
-
-def probe(packages, emit, cache):
-    """Runs inside the hub's kernel (standard library only, Python 3.8+): is each package there, pinned, importable?
-
-    Emits each package's result. `cache` keeps the module map between calls in one kernel. A conda dependency that
-    is not a Python distribution is looked up in conda's records (conda-meta) instead.
-    """
-    import glob
-    import importlib
-    import importlib.metadata as md
-    import json
-    import os
-    import re
-    import sys
-
-    def norm(name):
-        return re.sub(r"[-_.]+", "-", name).lower()
-
-    if "modules" not in cache:
-        cache["modules"] = {}
-        for module, dists in (md.packages_distributions() if hasattr(md, "packages_distributions") else {}).items():
-            for dist in dists:
-                cache["modules"].setdefault(norm(dist), set()).add(module)
-    modules = cache["modules"]
-
-    def conda_version(name):
-        for path in glob.glob(os.path.join(sys.prefix, "conda-meta", glob.escape(name) + "-*.json")):
-            try:
-                with open(path) as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if data.get("name") == name:
-                return data.get("version")
-        return None
-
-    def matches(installed, wanted, exact):
-        if not exact:
-            return installed == wanted or installed.startswith(wanted + ".")
-        try:
-            from packaging.version import Version
-            return Version(installed) == Version(wanted)
-        except Exception:
-            return installed == wanted
-
-    def check(p):
-        r = {"name": p["name"], "wanted": p["version"], "exact": p["exact"], "installed": None, "status": "ok",
-             "error": None, "modules": []}
-        if p.get("marker"):
-            try:
-                from packaging.markers import Marker
-                if not Marker(p["marker"]).evaluate():
-                    r["status"] = "not-applicable"
-                    return r
-            except Exception:
-                pass
-        dist = None
-        try:
-            dist = md.distribution(p["name"])
-            r["installed"] = dist.version
-        except md.PackageNotFoundError:
-            if p.get("conda"):
-                r["installed"] = conda_version(p["name"])
-        if r["installed"] is None:
-            r["status"] = "missing"
-            return r
-        if p["version"] and not matches(r["installed"], p["version"], p["exact"]):
-            r["status"] = "version"
-            return r
-        if dist is None:
-            return r  # a conda package with no Python modules
-        names = (sorted(modules.get(norm(dist.metadata["Name"] or p["name"]), ()))
-                 or (dist.read_text("top_level.txt") or "").split())
-        names = [n for n in names if n.isidentifier()] or [norm(p["name"]).replace("-", "_")]
-        r["modules"] = [n for n in names if not n.startswith("_")] or names
-        for name in r["modules"]:
-            try:
-                importlib.import_module(name)
-            except BaseException as exc:
-                r["status"], r["error"] = "import", f"import {name}: {type(exc).__name__}: {exc}"
-                break
-        return r
-
-    for p in packages:
-        emit(check(p))
-
-
-def _package_problem(r: dict) -> str:
-    pin = "" if not r["wanted"] else r["wanted"] + ("" if r["exact"] else ".*")
-    if r["status"] == "missing":
-        return f"{r['name']}{'==' + pin if pin else ''} is not installed"
-    if r["status"] == "version":
-        return f"{r['name']}: installed {r['installed']}, pinned {pin}"
-    return f"{r['name']} {r['installed']} is installed but {r['error']}"
+            return self.kernel.execute(code, what)
+        except _Failed as exc:  # out of time (what it printed is not read when there is an error)
+            return "", {"ename": "", "evalue": str(exc)}
 
 
 def _error_text(error: dict) -> str:

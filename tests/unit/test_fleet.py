@@ -1,98 +1,19 @@
-"""Both configuration files: the shipped examples load, and every class of bad input is named by file, field and reason."""
+"""The fleet file, its repository paths and patterns: the sample fleet loads, and every class of bad input is named by
+file, field and reason."""
 import json
-from pathlib import Path
 
 import pytest
 
-from hubflow.core import config
+from hubflow.core.documents import ConfigError
+from hubflow.core.fleet import parse_fleet
+from hubflow.core.paths import glob_match
 from sandbox.sample_repo import sample_files
 
 FLEET = sample_files()["hubflow-fleet.yaml"]
 
-ROOT = Path(__file__).resolve().parents[2]
 
-SETTINGS = """
-repository: {github: org/deploy, clone_url: https://github.com/org/deploy.git}
-environments:
-  - {name: staging, branch: staging, hub_url: "https://{hub}.staging.example.org"}
-  - {name: prod, branch: prod, hub_url: "https://{hub}.example.org", build_images: false}
-"""
-
-
-def problems(exc: config.ConfigError) -> dict[str, str]:
+def problems(exc: ConfigError) -> dict[str, str]:
     return {path: reason for _, path, reason in exc.problems}
-
-
-def test_shipped_settings_load():
-    s = config.load_settings(ROOT / "include" / "hubflow.yaml")
-    assert [e.name for e in s.environments] == ["staging", "prod"]
-    assert s.environment("prod").build_images is False
-    assert s.next_environment("staging").name == "prod"
-    assert s.next_environment("prod") is None
-    assert s.environment("staging").namespace_for("data8") == "data8-staging"
-
-
-def test_hubflow_config_env_selects_file(tmp_path, monkeypatch):
-    f = tmp_path / "other.yaml"
-    f.write_text(SETTINGS)
-    monkeypatch.setenv("HUBFLOW_CONFIG", str(f))
-    assert config.load_settings().repository.github == "org/deploy"
-
-
-def test_settings_errors_are_all_reported_with_paths():
-    bad = """
-repository: {github: "not a repo", clone_url: "https://x:ghp_secret@github.com/o/r.git", colour: blue}
-environments:
-  - {name: staging, branch: "bad..branch", hub_url: "https://{hub}.{cluster}.org"}
-  - {name: staging, branch: "prod", hub_url: "https://x"}
-  - {name: Prod!, branch: prod, hub_url: x}
-timeouts: {helm_seconds: -1}
-promotion: {mode: yolo}
-"""
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_settings(bad, "bad.yaml")
-    found = problems(err.value)
-    assert found["repository.colour"] == "unknown key"
-    assert "owner/name" in found["repository.github"]
-    assert "must not contain credentials" in found["repository.clone_url"]
-    assert "ghp_secret" not in str(err.value)
-    assert "not a valid git branch name" in found["environments[0].branch"]
-    assert "cluster" in found["environments[0].hub_url"]
-    assert "environments[2].name" in found
-    assert "timeouts.helm_seconds" in found
-    assert "promotion.mode" in found
-    assert all(f == "bad.yaml" for f, _, _ in err.value.problems)
-
-
-def test_duplicate_environments_named():
-    dup = SETTINGS + "  - {name: staging, branch: staging, hub_url: x}\n"
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_settings(dup)
-    found = problems(err.value)
-    assert "duplicate name 'staging'" in found["environments[2].name"]
-    assert "duplicate branch 'staging'" in found["environments[2].branch"]
-
-
-@pytest.mark.parametrize("text,reason", [
-    ("repository: [1, 2", "not valid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-])
-def test_malformed_settings(text, reason):
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_settings(text, "s.yaml")
-    assert reason in str(err.value)
-
-
-@pytest.mark.parametrize("name", ["feature/ok", "release-1.2", "user/x_y"])
-def test_good_branch_names(name):
-    assert config.check_branch_name(name) == name
-
-
-@pytest.mark.parametrize("name", ["", "a b", "a..b", "a.lock", "/a", "a/", "-a", "a~1", "a^", "a:b", "a?", "a*", "a[",
-                                  "a\\b", "a@{1}", "a//b", "a.", "$(rm -rf /)", "a\nb"])
-def test_bad_branch_names(name):
-    with pytest.raises(ValueError):
-        config.check_branch_name(name)
 
 
 def discovered(files: dict[str, str]) -> dict[str, str]:
@@ -100,7 +21,7 @@ def discovered(files: dict[str, str]) -> dict[str, str]:
 
 
 def test_sample_fleet_parses_with_discovery_and_defaults():
-    fleet = config.parse_fleet(FLEET, "fleet.yaml", discovered(sample_files()), ["staging", "prod"])
+    fleet = parse_fleet(FLEET, "fleet.yaml", discovered(sample_files()), ["staging", "prod"])
     hubs = {h.name: h for h in fleet.hubs}
     assert set(hubs) == {"datahub", "data8", "biology", "rhub"}
     assert hubs["datahub"].values_files("staging") == [
@@ -124,8 +45,8 @@ hubs:
   - {name: BadName, folder: deployments/c}
   - {name: d, folder: deployments/d, images: [primary], values: {qa: [x.yaml]}, colour: red}
 """
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(fleet, "fleet.yaml", None, ["staging", "prod"])
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml", None, ["staging", "prod"])
     found = problems(err.value)
     # pydantic-level problems are reported together first
     assert "unbalanced" in found["redeploy_all"]
@@ -146,8 +67,8 @@ hubs:
   - {name: c, folder: deployments/c}
   - {name: d, folder: deployments/d, images: [primary], values: {qa: [x.yaml]}}
 """
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(fleet, "fleet.yaml", None, ["staging", "prod"])
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml", None, ["staging", "prod"])
     found = problems(err.value)
     assert "duplicate name 'primary'" in found["images[1].name"]
     assert "unknown image 'ghost'" in found["hubs[0].images[1].name"]
@@ -162,8 +83,8 @@ def test_discovered_hub_errors_name_their_own_file():
     files = {"deployments/x/hubflow-hub.yaml": "images: [nope]\ncolor: 1\n",
              "deployments/y/hubflow-hub.yaml": "name: y\n",
              "deployments/z/hubflow-hub.yaml": "images: [primary\n"}
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(FLEET, "fleet.yaml", files)
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(FLEET, "fleet.yaml", files)
     by_file = {(f, p): r for f, p, r in err.value.problems}
     assert by_file[("deployments/x/hubflow-hub.yaml", "color")] == "unknown key"
     assert "come from the folder" in by_file[("deployments/y/hubflow-hub.yaml", "")]
@@ -195,7 +116,7 @@ def test_discovered_hub_errors_name_their_own_file():
     ("#notes", "#notes", True),
 ])
 def test_glob_match(path, pattern, hit):
-    assert config.glob_match(path, pattern) is hit
+    assert glob_match(path, pattern) is hit
 
 
 BAD_PATTERNS = [("a]b[", "unbalanced brackets"), ("hub/[", "unbalanced brackets"), ("/etc/*", "absolute"),
@@ -211,8 +132,8 @@ redeploy_all: [hub/**, {json.dumps(pattern)}]
 deploy_nothing: [{json.dumps(pattern)}]
 hub_discovery: [{{pattern: "deployments/*/hubflow-hub.yaml"}}, {{pattern: {json.dumps(pattern)}}}]
 """
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(fleet, "fleet.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml")
     found = problems(err.value)
     for field in ("redeploy_all", "deploy_nothing", "hub_discovery[1].pattern"):
         assert reason in found[field] and repr(pattern) in found[field], found
@@ -227,13 +148,13 @@ chart: hub
 images:
   - {{name: primary, paths: [images/primary], repository: r/p, {field}: {json.dumps(path)}}}
 """
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(fleet, "fleet.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml")
     assert "not a path inside the repository" in problems(err.value)[f"images[0].{field}"]
 
 
 def test_dockerfile_is_read_inside_its_context():
-    fleet = config.parse_fleet("""
+    fleet = parse_fleet("""
 chart: hub
 images:
   - {name: a, paths: [images/a], repository: r/a}
@@ -249,14 +170,9 @@ hubs:
   - {name: a, folder: deployments/a, external_image: x, values: {common: [../../etc/x.yaml]},
      smoke: {notebook: /etc/passwd}}
 """
-    with pytest.raises(config.ConfigError) as err:
-        config.parse_fleet(fleet, "fleet.yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml")
     found = problems(err.value)
     assert "not a path inside the repository" in found["hubs[0].values.common[0]"]
     assert "not a path inside the repository" in found["hubs[0].smoke.notebook"]
 
-
-def test_committed_schemas_match_the_models():
-    for name, schema in config.json_schemas().items():
-        committed = json.loads((ROOT / "include" / "schemas" / name).read_text())
-        assert committed == schema, f"include/schemas/{name} is stale: run `make schema`"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from datetime import timedelta
+from typing import NoReturn
 
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -14,15 +15,17 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow.airflow import hooks, tasks
+from hubflow.airflow import hooks
+from hubflow.airflow.results import step
+from hubflow.airflow.runs import end_run, ended_by, mirror, run_url, task_states, unknown_params, who
 from hubflow.core import promotion
-from hubflow.core.config import Settings, load_settings
-from hubflow.core.lifecycle import Refused
+from hubflow.core.deploy import Refused
 from hubflow.core.messages import outcome_message
+from hubflow.core.outcomes import Ended, Outcome
+from hubflow.core.settings import Settings, load_settings
 
 log = logging.getLogger("hubflow")
 DAG_ID = "hubflow_promote"
-ENDED_KEY = tasks.ENDED_KEY  # XCom of a task that refused: {"outcome", "detail"}
 CANDIDATE_KEY = "candidate"  # XCom of a check that refused at a gate: what it checked and the gates' results
 ANSWER_KEY = "answer"  # XCom of the approval: chosen_options, responded_by_user (None: nobody answered in time)
 
@@ -37,11 +40,9 @@ closing line, all saying the same thing.
 """
 
 
-def _end(context: dict, outcome: str, detail: str) -> None:
-    """Stop the run here; `record` books the outcome."""
-    context["ti"].xcom_push(key=ENDED_KEY, value={"outcome": outcome, "detail": detail})
-    log.warning("%s: %s", outcome, detail)
-    raise AirflowFailException(f"{outcome}: {detail}")
+def refuse(context: dict, detail: str) -> NoReturn:
+    """Stop the run here, nothing changed; `record` books the refusal."""
+    end_run(context, Ended(Outcome.REFUSED, detail))
 
 
 def mode(settings: Settings, context: dict) -> str:
@@ -54,14 +55,14 @@ def run_check(settings: Settings, context: dict) -> dict:
     from hubflow.clients.git import GitError
 
     params = context["params"]
-    unknown = tasks.unknown_params(context)
+    unknown = unknown_params(context)
     if unknown:
-        _end(context, "refused", unknown)
+        refuse(context, unknown)
     try:
         promotion.check_params(mode(settings, context), params.get("reason"))
         source, target = promotion.environments(settings)
         book = hooks.ledger(settings)
-        repo = tasks.mirror(settings)
+        repo = mirror(settings)
         wanted = params.get("revision") or promotion.default_revision(book, source)
         (head,) = repo.resolve(settings.environment(source).branch)
         try:
@@ -71,21 +72,21 @@ def run_check(settings: Settings, context: dict) -> dict:
         if not repo.is_ancestor(revision, head):
             raise Refused(f"revision {revision[:12]} is not on branch {settings.environment(source).branch!r}")
     except Refused as exc:
-        _end(context, "refused", str(exc))
+        refuse(context, str(exc))
     subject = repo.git("log", "-1", "--format=%s", revision).strip()
     log.info("revision %s %r%s", revision, subject, "" if params.get("revision") else
              f" (the newest revision verified on {source}: the form was left empty)")
     c = promotion.Candidate(source, target, revision, repo.tree_id(revision), subject)
-    c.evidence = {"promotion run": tasks.run_url(context)}
+    c.evidence = {"promotion run": run_url(context)}
     pid = book.start_promotion(source, target, revision, c.tree, mode(settings, context), params.get("reason"),
-                               tasks.who(context), context["dag_run"].run_id)
+                               who(context), context["dag_run"].run_id)
     try:
         promotion.gates(settings, c, repo, book, hooks.freeze_switch(target), dt.datetime.now(dt.timezone.utc))
     except promotion.GateRefused as exc:
         for g in exc.gates:
             log.info("gate %s: %s", "passed" if g["ok"] else "REFUSED", g["detail"])
         context["ti"].xcom_push(key=CANDIDATE_KEY, value={"id": pid, **c.to_dict()})
-        _end(context, "refused", str(exc))
+        refuse(context, str(exc))
     for g in c.gates:
         log.info("gate passed: %s", g["detail"])
     verification = next((a for a in book.attempts(source, 200)
@@ -100,7 +101,7 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
     gh = hooks.github(settings)
     pull = gh.ensure_promotion(c["source"], c["revision"], c["evidence"])
     if pull is None:
-        _end(context, "refused", f"{c['target']} already has everything {c['source']} has: no promotion PR")
+        refuse(context, f"{c['target']} already has everything {c['source']} has: no promotion PR")
     pull = pull.to_dict()
     log.info("promotion PR #%d: %s", pull["number"], pull["url"])
     if mode(settings, context) == "merge":
@@ -108,7 +109,7 @@ def open_pull(settings: Settings, c: dict, context: dict) -> dict:
             detail = promotion.mergeable(c["revision"], gh.branch_head(c["source"]), pull,
                                          gh.unmergeable(pull["number"]))
         except Refused as exc:
-            _end(context, "refused", str(exc))
+            refuse(context, str(exc))
         log.info("gate passed: %s", detail)
     return pull
 
@@ -142,8 +143,8 @@ class PromotionApproval(ApprovalOperator):
         ti = context["ti"]
         c, pull = ti.xcom_pull(task_ids="check"), ti.xcom_pull(task_ids="open")
         self.subject, self.body = promotion.approval_text(c, "merge", context["params"].get("reason"),
-                                                          tasks.who(context), pull, tasks.run_url(context))
-        link = f"{tasks.run_url(context)}/tasks/{self.task_id}/required_actions"
+                                                          who(context), pull, run_url(context))
+        link = f"{run_url(context)}/tasks/{self.task_id}/required_actions"
         _comment(self.settings, pull["number"], f"hubflow-approval-{c['id']}",
                  f"hubflow: merging `{c['revision'][:12]}` into {c['target']} waits for an approval in Airflow: "
                  f"[Required Actions]({link})")
@@ -169,14 +170,14 @@ def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
         raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
     again = promotion.Candidate(c["source"], c["target"], c["revision"], c["tree"], c["subject"])
     try:  # an approval may take hours: a hold or a freeze that came meanwhile still stops the merge
-        promotion.gates(settings, again, tasks.mirror(settings, c["revision"]), hooks.ledger(settings),
+        promotion.gates(settings, again, mirror(settings, c["revision"]), hooks.ledger(settings),
                         hooks.freeze_switch(c["target"]), dt.datetime.now(dt.timezone.utc))
     except promotion.GateRefused as exc:
-        _end(context, "refused", f"{exc} (checked again just before merging)")
+        refuse(context, f"{exc} (checked again just before merging)")
     try:
         sha = hooks.github(settings).merge(pull["number"], expected_head=c["revision"])
     except NotMergeable as exc:
-        _end(context, "refused", f"mergeable: {exc}")
+        refuse(context, f"mergeable: {exc}")
     log.info("merged PR #%d as %s", pull["number"], sha)
     return sha
 
@@ -185,25 +186,26 @@ def run_record(settings: Settings, approval: bool, context: dict) -> str:
     """Book how the promotion ended (ledger, Slack, PR comment) and end the log with the same line."""
     ti = context["ti"]
     pull_ids = ["check", "open", "merge"]
-    ended = next((e for t in pull_ids if (e := ti.xcom_pull(task_ids=t, key=ENDED_KEY))), None)
+    ended = ended_by(context, pull_ids)
     c, pull, merged = (ti.xcom_pull(task_ids=t) for t in pull_ids)
     c = c or ti.xcom_pull(task_ids="check", key=CANDIDATE_KEY)
     answer = ti.xcom_pull(task_ids="approve", key=ANSWER_KEY) if approval else None
-    states = tasks.task_states(context, pull_ids + (["approve"] if approval else []))
-    outcome, line = promotion.final(c, mode(settings, context), ended, pull, answer, merged, states,
+    steps = {name: step(state) for name, state in task_states(context, pull_ids + (["approve"] if approval else []))
+             .items()}  # the promotion's steps are its tasks
+    outcome, line = promotion.final(c, mode(settings, context), ended, pull, answer, merged, steps,
                                     settings.promotion.approval_timeout_minutes)
-    links = {"run": tasks.run_url(context), **({"PR": pull["url"]} if pull else {})}
+    links = {"run": run_url(context), **({"PR": pull["url"]} if pull else {})}
     if c:
         by = (answer or {}).get("responded_by_user")
         hooks.ledger(settings).finish_promotion(
-            c["id"], outcome, line, gates=c["gates"], pull=pull, merged=merged, links=links,
+            c["id"], outcome.value, line, gates=c["gates"], pull=pull, merged=merged, links=links,
             approval={"answer": answer["chosen_options"], "by": by, "at": answer["responded_at"]} if answer else None)
         if pull:
             _comment(settings, pull["number"], f"hubflow-promotion-{c['id']}",
                      f"**hubflow: {outcome}**\n\n{line}\n\n[run]({links['run']})")
     hooks.notify(settings, outcome_message((c or {}).get("target", "promotion"), (c or {}).get("revision", "?"),
                                            outcome, line, links))
-    if outcome not in ("opened", "merged"):
+    if not outcome.ok:
         log.warning("%s", line)
         raise AirflowFailException(line)  # the run shows failed, and this line ends its log
     log.info("%s", line)

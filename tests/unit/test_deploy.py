@@ -3,8 +3,8 @@ import datetime as dt
 
 import pytest
 
-from hubflow.core import lifecycle
-from hubflow.core.config import load_settings
+from hubflow.core import deploy
+from hubflow.core.settings import load_settings
 from hubflow.clients.git import Repo
 from hubflow.clients.ledger import Ledger
 from sandbox.sample_repo import commit, git, make_sample_repo
@@ -24,7 +24,7 @@ def deployed(ledger, env, sha, tree="t"):
 
 def test_first_run_targets_the_head_with_no_base(world):
     root, repo, ledger, settings = world
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     assert t.revision == git(root, "rev-parse", "staging").strip()
     assert t.base is None and t.skip is None
     assert t.tree == git(root, "rev-parse", "staging^{tree}").strip()
@@ -36,14 +36,14 @@ def test_newest_head_wins_and_covers_the_range(world):
     deployed(ledger, "staging", first)
     one = commit(root, "one", {"deployments/data8/config/common.yaml": "a: 1\n"})
     two = commit(root, "two", {"deployments/biology/config/common.yaml": "a: 2\n"})
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger, requested=one)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger, requested=one)
     assert (t.revision, t.base) == (two, first)
 
 
 def test_already_deployed_is_skipped(world):
     root, repo, ledger, settings = world
     deployed(ledger, "staging", git(root, "rev-parse", "HEAD").strip())
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     assert "already deployed" in t.skip
 
 
@@ -52,8 +52,8 @@ def test_requested_revision_must_be_on_the_branch(world):
     git(root, "checkout", "-q", "-b", "feature")
     side = commit(root, "side", {"x": "1"})
     git(root, "checkout", "-q", "staging")
-    with pytest.raises(lifecycle.Refused, match="is not on branch 'staging'"):
-        lifecycle.resolve(settings, settings.environment("staging"), repo, ledger, requested=side)
+    with pytest.raises(deploy.Refused, match="is not on branch 'staging'"):
+        deploy.resolve(settings, settings.environment("staging"), repo, ledger, requested=side)
 
 
 def test_held_head_is_skipped_and_a_held_revision_in_the_range_refused(world):
@@ -61,39 +61,39 @@ def test_held_head_is_skipped_and_a_held_revision_in_the_range_refused(world):
     deployed(ledger, "staging", git(root, "rev-parse", "HEAD").strip())
     bad = commit(root, "bad", {"images/primary/requirements.txt": "nope==1\n"})
     ledger.hold(bad, "staging", "smoke failed: nope missing")
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     assert t.skip == f"{bad[:12]} is held: smoke failed: nope missing"
     commit(root, "later", {"deployments/data8/config/common.yaml": "a: 1\n"})
-    with pytest.raises(lifecycle.Refused, match=f"still contains held revision {bad[:12]}"):
-        lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    with pytest.raises(deploy.Refused, match=f"still contains held revision {bad[:12]}"):
+        deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     git(root, "revert", "--no-edit", bad)
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     assert t.skip is None and t.reverts == [bad]
 
 
 def test_freeze_switch_and_window(world):
     root, repo, ledger, settings = world
-    with pytest.raises(lifecycle.Refused, match="frozen by hand: exams"):
-        lifecycle.resolve(settings, settings.environment("prod"), repo, ledger, freeze_switch="exams")
+    with pytest.raises(deploy.Refused, match="frozen by hand: exams"):
+        deploy.resolve(settings, settings.environment("prod"), repo, ledger, freeze_switch="exams")
     now = dt.datetime.now(dt.timezone.utc)
     env = type(settings.environment("prod")).model_validate({
         **settings.environment("prod").model_dump(),
         "freeze_windows": [{"start": now - dt.timedelta(hours=1), "end": now + dt.timedelta(hours=1),
                             "reason": "winter break"}]})
-    with pytest.raises(lifecycle.Refused, match="frozen until .*winter break"):
-        lifecycle.resolve(settings, env, repo, ledger)
+    with pytest.raises(deploy.Refused, match="frozen until .*winter break"):
+        deploy.resolve(settings, env, repo, ledger)
 
 
 def test_prod_gate_matches_verified_staging_trees(world):
     root, repo, ledger, settings = world
     prod = settings.environment("prod")
-    target = lifecycle.resolve(settings, prod, repo, ledger)
-    with pytest.raises(lifecycle.Refused, match="matches no revision verified on staging"):
-        lifecycle.gate(settings, prod, target, ledger)
-    assert lifecycle.gate(settings, prod, target, ledger, force_reason="hotfix") is None
+    target = deploy.resolve(settings, prod, repo, ledger)
+    with pytest.raises(deploy.Refused, match="matches no revision verified on staging"):
+        deploy.gate(settings, prod, target, ledger)
+    assert deploy.gate(settings, prod, target, ledger, force_reason="hotfix") is None
     deployed(ledger, "staging", "s" * 40, tree=target.tree)
-    assert lifecycle.gate(settings, prod, target, ledger) == "s" * 40
-    assert lifecycle.gate(settings, settings.environment("staging"), target, ledger) is None
+    assert deploy.gate(settings, prod, target, ledger) == "s" * 40
+    assert deploy.gate(settings, settings.environment("staging"), target, ledger) is None
 
 
 def test_a_range_that_reverts_a_failed_run_redeploys_what_it_touched(world):
@@ -106,8 +106,8 @@ def test_a_range_that_reverts_a_failed_run_redeploys_what_it_touched(world):
     ledger.finish(failed, "failed", "verification failed")
     ledger.hold(bad, "staging", "verification failed")
     git(root, "revert", "--no-edit", bad)
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
-    p = lifecycle.plan(settings, repo, t, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
+    p = deploy.plan(settings, repo, t, ledger)
     assert {h.name: h.reason for h in p.hubs} == {
         "biology": f"redeploy: touched by the failed run of {bad[:12]}, which this range reverts"}
 
@@ -118,14 +118,14 @@ def test_a_verified_revision_whose_promotion_is_owed_is_caught_up_not_redeployed
     a = ledger.start("staging", head, None, "t", None)
     ledger.update(a, promotion="owed")
     ledger.finish(a, "success")
-    t = lifecycle.resolve(settings, settings.environment("staging"), repo, ledger)
+    t = deploy.resolve(settings, settings.environment("staging"), repo, ledger)
     assert "already deployed" in t.skip and t.owed == a
     ledger.update(a, promotion="opened")
-    assert lifecycle.resolve(settings, settings.environment("staging"), repo, ledger).owed is None
+    assert deploy.resolve(settings, settings.environment("staging"), repo, ledger).owed is None
     b = ledger.start("prod", head, None, "t", None)
     ledger.update(b, promotion="owed")
     ledger.finish(b, "success")
-    assert lifecycle.resolve(settings, settings.environment("prod"), repo, ledger).owed is None  # the last env
+    assert deploy.resolve(settings, settings.environment("prod"), repo, ledger).owed is None  # the last env
 
 
 def test_the_canaries_the_plan_deploys_go_first_and_the_rest_after(world):
