@@ -11,12 +11,12 @@ import os
 import sys
 from pathlib import Path
 
+from hubflow.clients.git import Repo
 from hubflow.core.documents import ConfigError
 from hubflow.core.errors import HubflowError
 from hubflow.core.fleet import Fleet, parse_fleet
-from hubflow.core.settings import DEFAULT_SETTINGS, Settings, load_settings, settings_path
-from hubflow.clients.git import Repo
 from hubflow.core.plan import format_plan, make_plan, parse_fleet_discovery, read_fleet
+from hubflow.core.settings import DEFAULT_SETTINGS, Settings, load_settings, settings_path
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -94,7 +94,7 @@ def _ledger(args: argparse.Namespace, settings: Settings):
 
         try:
             url = ledger_url(settings.ledger.conn_id)
-        except Exception as exc:  # the connection is missing or unreadable: say which and how to fix it
+        except Exception as exc:  # noqa: BLE001 - the connection is missing or unreadable: say which and how to fix it
             raise HubflowError(f"cannot read Airflow connection {settings.ledger.conn_id!r} ({exc}); "
                                "pass --ledger URL or set HUBFLOW_LEDGER_URL") from None
     return Ledger(url)
@@ -325,10 +325,11 @@ def _is_sops(path: Path) -> bool:
 def cmd_smoke(args: argparse.Namespace) -> int:
     import os
 
-    # requests and websocket-client load only for this command
-    from hubflow.core.packages import parse_package
     from hubflow.clients.notebook import parse_notebook
     from hubflow.clients.smoke import Check, SmokeError, format_check, verify
+
+    # requests and websocket-client load only for this command
+    from hubflow.core.packages import parse_package
 
     packages = [parse_package(p, "--packages") for p in args.packages]
     notebook = None
@@ -353,7 +354,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     # the docker SDK loads only for this command
-    from hubflow.clients.docker_builder import DockerBuildError, DockerBuilder
+    from hubflow.clients.docker_builder import DockerBuilder, DockerBuildError
     from hubflow.core.builds import build_fault, exit_code
 
     settings = _settings(args)

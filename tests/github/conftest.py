@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from github import Auth, Github
 
-from hubflow.core.settings import load_settings
 from hubflow.clients import github
+from hubflow.core.settings import load_settings
 from sandbox.github_emulator import GitHubEmulator
 from sandbox.sample_repo import make_sample_repo
 

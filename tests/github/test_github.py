@@ -1,4 +1,5 @@
-"""hubflow.clients.github against the emulator: heads, merged PRs, statuses, the promotion PR, merges, comments, retries."""
+"""hubflow.clients.github against the emulator: heads, merged PRs, statuses, the promotion PR, merges, comments,
+retries."""
 from __future__ import annotations
 
 import socket
@@ -230,8 +231,9 @@ def test_a_secondary_rate_limit_without_a_hint_waits_a_minute(gh, emulator, slee
 def test_the_total_wait_is_bounded_across_attempts(new_gh, emulator, sleeps):
     gh = new_gh(max_wait=10)
     emulator.too_many("POST", "*/statuses/*", retry_after=7, times=2)
-    with pytest.raises(GitHubError, match=r"set status hubflow/staging=success on \w+ in datahub/datahub: GitHub answered 429: "
-                                          r"You have exceeded .*\(gave up after 2 attempts, 7s of waiting\)"):
+    with pytest.raises(GitHubError, match=r"set status hubflow/staging=success on \w+ in datahub/datahub: GitHub "
+                                          r"answered 429: You have exceeded .*\(gave up after 2 attempts, 7s of "
+                                          r"waiting\)"):
         gh.set_status("staging", emulator.head("staging"), "success", None, "ok")
     assert sleeps == [7.0] and emulator.statuses == {}
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hubflow.core.messages import code_span
-
 from hubflow.clients.github import GitHubError
 from hubflow.clients.revert import RevertConflict
+from hubflow.core.messages import code_span
 
 TITLE = ("Add $(touch PWNED) `touch PWNED` ; rm -rf ./x && echo \"hi\" 'q' | tee PWNED > PWNED < /dev/null\n"
          "second line {{ 7*7 }} {% if 1 %}x{% endif %} ${HOME} %(x)s ✓ ünïcödé 🚀")

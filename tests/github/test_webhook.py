@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from hubflow.core.errors import HubflowError
 from hubflow.airflow.webhook import Relay, RestTrigger, make_server
+from hubflow.core.errors import HubflowError
 
 SECRET = "webhook-secret-0123456789"
 PASSWORD = "airflow-password-9876"

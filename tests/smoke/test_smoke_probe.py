@@ -5,8 +5,7 @@ import sys
 import pytest
 import yaml
 
-from hubflow.clients import probe as package_probe
-from hubflow.clients import smoke
+from hubflow.clients import probe as package_probe, smoke
 from hubflow.clients.notebook import parse_notebook
 from hubflow.clients.probe import probe
 from hubflow.clients.smoke import NEEDED_SCOPES, RUN_NOTE, SmokeError, held_until

@@ -3,10 +3,10 @@ import datetime as dt
 
 import pytest
 
-from hubflow.core import deploy
-from hubflow.core.settings import load_settings
 from hubflow.clients.git import Repo
 from hubflow.clients.ledger import Ledger
+from hubflow.core import deploy
+from hubflow.core.settings import load_settings
 from sandbox.sample_repo import commit, git, make_sample_repo
 
 

@@ -284,8 +284,10 @@ def test_the_hooks_describe_their_connection_forms():
 
 
 def test_the_provider_info_passes_airflows_schemas():
-    from airflow.providers_manager import (_create_customized_form_field_behaviours_schema_validator,
-                                           _create_provider_info_schema_validator)
+    from airflow.providers_manager import (
+        _create_customized_form_field_behaviours_schema_validator,
+        _create_provider_info_schema_validator,
+    )
 
     info = get_provider_info()
     _create_provider_info_schema_validator().validate(info)
@@ -331,17 +333,17 @@ DISCOVERY = textwrap.dedent("""
 
 def test_airflow_discovers_the_connection_types_and_the_ui_gets_their_forms():
     """ProvidersManager, fed the `apache_airflow_provider` entry point (added here: pyproject.toml may not declare
-    it, and a declared one is found once), lists both types with their hooks, and the UI's connection-form service (what the
-    Airflow 3.3 UI draws the form from, without importing the hook) gets the labels, hidden fields, placeholders
-    and the ledger's URL field."""
+    it, and a declared one is found once), lists both types with their hooks, and the UI's connection-form service
+    (what the Airflow 3.3 UI draws the form from, without importing the hook) gets the labels, hidden fields,
+    placeholders and the ledger's URL field."""
     out = subprocess.run([sys.executable, "-c", DISCOVERY], capture_output=True, text=True, timeout=180,
                          env=os.environ)
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert "hubflow" in found["providers"]
-    assert found["hooks"] == {"hubflow_ledger": ["hubflow.airflow.hooks.LedgerHook", "ledger_conn_id", "hubflow ledger"],
-                              "hubflow_registry": ["hubflow.airflow.hooks.RegistryHook", "registry_conn_id",
-                                                   "hubflow image registry"]}
+    assert found["hooks"] == {
+        "hubflow_ledger": ["hubflow.airflow.hooks.LedgerHook", "ledger_conn_id", "hubflow ledger"],
+        "hubflow_registry": ["hubflow.airflow.hooks.RegistryHook", "registry_conn_id", "hubflow image registry"]}
     assert found["get_hook"] == ["RegistryHook", "hubflow_registry"]
     ledger_placeholders = {**LEDGER_FORM["placeholders"]}
     ledger_placeholders["extra__hubflow_ledger__url"] = ledger_placeholders.pop("url")  # Airflow prefixes extras

@@ -5,10 +5,31 @@ import dataclasses
 
 import pytest
 
-from hubflow.core.deploy import (Paths, Planned, PodFacts, Target, aftermath, conclude, final, pod_fault, revert_note,
-                                 to_undo)
-from hubflow.core.outcomes import (Aftermath, Blame, BuildResult, Conclusion, Ended, Fault, HubResult, Outcome,
-                                   Release, Step, Undo)
+from hubflow.core.deploy import (
+    Paths,
+    Planned,
+    PodFacts,
+    Target,
+    aftermath,
+    conclude,
+    final,
+    pod_fault,
+    revert_note,
+    to_undo,
+)
+from hubflow.core.outcomes import (
+    Aftermath,
+    Blame,
+    BuildResult,
+    Conclusion,
+    Ended,
+    Fault,
+    HubResult,
+    Outcome,
+    Release,
+    Step,
+    Undo,
+)
 
 REV, BASE = "a" * 40, "b" * 40
 TARGET = Target("staging", REV, BASE, "t")
@@ -52,7 +73,8 @@ def ok(hub):
     return {"ok": True, "hub": hub, "checks": [], "blame": None}
 
 
-MISSING = {"ok": False, "blame": "revision", "checks": [{"name": "packages", "status": "failed", "detail": "x missing"}]}
+MISSING = {"ok": False, "blame": "revision",
+           "checks": [{"name": "packages", "status": "failed", "detail": "x missing"}]}
 UP = {"previous_revision": 3, "revision": 4}
 
 
@@ -182,14 +204,14 @@ def test_final_lines_say_what_runs_now():
                                                                 "revert PR #9 merged"), DONE, {"data8": Step.DONE})
     assert state is Outcome.FAILED and "FAILED at verify" in line and "data8 put back" in line
     assert line.endswith(f"staging runs {BASE[:12]} again") and f"{REV[:12]} is held" in line
-    state, line = final("staging", TARGET, p, FAILED, Aftermath(True, True, Outcome.FAILED, "failure", "x"), DONE,
+    state, line = final("staging", TARGET, p, FAILED, Aftermath(True, True, Outcome.FAILED, "x"), DONE,
                         {"data8": Step.FAILED})
     assert state is Outcome.STOPPED and "ROLLBACK FAILED for hub(s) data8" in line and "except hub(s) data8" in line
 
 
 def test_a_rollback_that_never_ran_is_not_called_put_back():
     state, line = final("staging", TARGET, planned(("data8",)), FAILED,
-                        Aftermath(True, True, Outcome.FAILED, "failure", "x"), DONE, {})
+                        Aftermath(True, True, Outcome.FAILED, "x"), DONE, {})
     assert state is Outcome.STOPPED and "ROLLBACK FAILED for hub(s) data8" in line and "put back" not in line
 
 

@@ -13,12 +13,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from hubflow.airflow import hooks
 from hubflow.airflow.results import FAULT_KEY
 from hubflow.airflow.runs import mirror
-from hubflow.clients.docker_builder import DockerBuildError, DockerBuilder
+from hubflow.clients.docker_builder import DockerBuilder, DockerBuildError
 from hubflow.clients.git import GitError
 from hubflow.clients.registry import RegistryError
 from hubflow.core import builds
-from hubflow.core.settings import Environment, Settings
 from hubflow.core.plan import PlanError, make_plan
+from hubflow.core.settings import Environment, Settings
 from hubflow.k8s.pods import previous_tags
 
 log = logging.getLogger("hubflow")

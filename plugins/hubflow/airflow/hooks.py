@@ -25,7 +25,6 @@ from airflow.sdk import BaseHook, Connection
 
 from hubflow.airflow.provider_info import LEDGER_FORM, REGISTRY_FORM
 from hubflow.core.errors import HubflowError
-
 from hubflow.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -104,7 +103,8 @@ atexit.register(_close_all)
 _LEDGERS: ProcessCache[str, Ledger] = ProcessCache(
     close=lambda book: book.close(), release=lambda book: book.engine.dispose(close=False))
 _REGISTRIES: ProcessCache[Credentials, RegistryClient] = ProcessCache(
-    close=lambda client: client.close(), release=lambda client: None)  # a socket let go in a child closes no TLS
+    # a child drops its copy of the session: its sockets' descriptors close, the parent's connections stay open
+    close=lambda client: client.close(), release=lambda client: None)
 
 
 class LedgerHook(BaseHook):

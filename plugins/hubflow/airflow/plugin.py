@@ -15,15 +15,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment as Jinja
-
 from airflow.plugins_manager import AirflowPlugin
+from jinja2 import Environment as Jinja
 
 from hubflow.airflow import hooks
 from hubflow.airflow.webhook import MAX_BODY, SECRET_ENV, NoSuchDag, Relay, Run
 from hubflow.core import environments as view
-from hubflow.core.settings import Settings, load_settings
 from hubflow.core.errors import HubflowError
+from hubflow.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -89,12 +88,11 @@ def trigger_in_process(run: Run) -> dict[str, str]:
 def make_app() -> "FastAPI":
     """The app mounted at /hubflow: every route states its own authentication (no `from __future__ import
     annotations` in this module: FastAPI reads these routes' annotations at run time)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
     from fastapi import Depends, FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
-
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 
     app = FastAPI(title="hubflow", docs_url=None, redoc_url=None, openapi_url=None)
     read_runs = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))

@@ -22,12 +22,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from hubflow.airflow import hooks
 from hubflow.airflow.runs import end_run, mirror, unknown_params
 from hubflow.core import deploy, preview
-from hubflow.core.outcomes import Ended, Outcome
 from hubflow.core.documents import ConfigError
-from hubflow.core.settings import Environment, Settings, load_settings
 from hubflow.core.freeze import frozen, next_window
+from hubflow.core.outcomes import Ended, Outcome
 from hubflow.core.packages import PackagesError, hub_packages
 from hubflow.core.plan import PlanError
+from hubflow.core.settings import Environment, Settings, load_settings
 
 if TYPE_CHECKING:
     from hubflow.clients.github import OpenPull

@@ -1,6 +1,7 @@
-"""What every hubflow task needs from its Airflow run: the worker's mirror, a hub's verification, links, who asked, the run's params,
-the states of its tasks, and the one way a step ends the run early (`end_run`). Shared by the deploy, promotion,
-nightly and preview task bodies. The DAG files import this module at parse, so clients load inside functions.
+"""What every hubflow task needs from its Airflow run: the worker's mirror, a hub's verification, links, who asked,
+the run's params, the states of its tasks, and the one way a step ends the run early (`end_run`). Shared by the
+deploy, promotion, nightly and preview task bodies. The DAG files import this module at parse, so clients load
+inside the functions that use them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hubflow.core.outcomes import Blame, Ended
 
 if TYPE_CHECKING:
     from hubflow.clients.git import Repo
-    from hubflow.core.settings import Settings
+    from hubflow.core.settings import Environment, Settings
 
 log = logging.getLogger("hubflow")
 ENDED_KEY = "ended"  # XCom of a step that ended the run early: an Ended (outcome, detail, ledger attempt)
@@ -57,7 +58,8 @@ def unknown_params(context: dict) -> str | None:
     unknown = sorted(set(context["dag_run"].conf or {}) - declared)
     if not unknown:
         return None
-    return f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes {', '.join(sorted(declared)) or 'none'}"
+    takes = ", ".join(sorted(declared)) or "none"
+    return f"unknown parameter(s) {', '.join(map(repr, unknown))}; this DAG takes {takes}"
 
 
 def end_run(context: dict, ended: Ended) -> NoReturn:

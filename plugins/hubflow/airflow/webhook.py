@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 import requests
 
-from hubflow.core.settings import Settings, load_settings
 from hubflow.core.errors import HubflowError
+from hubflow.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

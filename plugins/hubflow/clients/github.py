@@ -33,10 +33,10 @@ from github.PullRequest import PullRequest
 
 from hubflow.clients import revert as git_revert
 from hubflow.clients.retry import backoff, retrying
-from hubflow.core.settings import Environment, Settings
 from hubflow.core import texts
 from hubflow.core.errors import HubflowError
 from hubflow.core.reverts import first_parent_line, revert_branch, revert_in
+from hubflow.core.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from hubflow.core.settings import Settings
 from hubflow.clients.git import NETWORK_TIMEOUT, GitError, Repo, auth_env, run_git
+from hubflow.core.settings import Settings
 
 
 def cache_dir() -> Path:

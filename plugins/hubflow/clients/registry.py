@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+
 from hubflow.core.errors import HubflowError
 
 MANIFEST_TYPES = ", ".join([

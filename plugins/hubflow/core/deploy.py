@@ -8,16 +8,27 @@ line, the ledger, the commit status and Slack all say the same thing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hubflow.core.settings import Environment, Settings
 from hubflow.core.errors import HubflowError
 from hubflow.core.freeze import frozen
-from hubflow.core.outcomes import (Aftermath, Blame, BuildResult, Conclusion, Ended, Fault, HubResult, Outcome,
-                                   Step, Undo)
+from hubflow.core.outcomes import (
+    Aftermath,
+    Blame,
+    BuildResult,
+    Conclusion,
+    Ended,
+    Fault,
+    HubResult,
+    Outcome,
+    Step,
+    Undo,
+)
 from hubflow.core.plan import Plan, make_plan
 from hubflow.core.reverts import REVERTS_TRAILER
+from hubflow.core.settings import Environment, Settings
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
     from hubflow.clients.git import Repo
@@ -94,7 +105,7 @@ def resolve(settings: Settings, env: Environment, repo: Repo, ledger: Ledger, re
                       f"{env.branch!r} was rewritten; deploy with force to start again from the head")
     target = Target(env.name, head, base, repo.tree_id(head))
     held = ledger.held(head)
-    if base == head:
+    if last and base == head:
         target.skip = f"{head[:12]} is already deployed in {env.name}"
         if settings.next_environment(env.name) and promotion_owed(last.record):
             target.owed = last.id
@@ -297,21 +308,20 @@ def aftermath(conclusion: Conclusion, target: Target) -> Aftermath:
     """What the failure path does: hold and revert only when the revision is to blame, never a revert of a revert,
     never a revert without a good revision to return to; the commit status it ends with."""
     if conclusion.outcome is Outcome.PLATFORM:
-        return Aftermath(False, False, Outcome.PLATFORM, Outcome.PLATFORM.status,
-                         "not the revision's fault: it is not held and not reverted; run again once the platform "
-                         "is fixed")
+        return Aftermath(False, False, Outcome.PLATFORM, "not the revision's fault: it is not held and not reverted; "
+                                                         "run again once the platform is fixed")
     if target.reverts:
-        return Aftermath(True, False, Outcome.STOPPED, Outcome.STOPPED.status,
-                         "the failed range reverts held revision(s) " + ", ".join(r[:12] for r in target.reverts)
+        return Aftermath(True, False, Outcome.STOPPED, "the failed range reverts held revision(s) "
+                         + ", ".join(r[:12] for r in target.reverts)
                          + ": hubflow never reverts a revert; the line is stopped until a person fixes forward")
     if not target.base:
-        return Aftermath(True, False, Outcome.STOPPED, Outcome.STOPPED.status,
-                         "this was the first deploy of the environment: there is no good revision to revert to")
-    return Aftermath(True, True, Outcome.FAILED, Outcome.FAILED.status)
+        return Aftermath(True, False, Outcome.STOPPED, "this was the first deploy of the environment: there is no "
+                                                       "good revision to revert to")
+    return Aftermath(True, True, Outcome.FAILED)
 
 
 def revert_note(result: str, *, number: int | None = None, merged: bool = False, error: str = "",
-                files: list[str] = ()) -> tuple[Outcome, str]:
+                files: Sequence[str] = ()) -> tuple[Outcome, str]:
     """(state, note) after the revert was tried: made, refused (a revert in the range), conflicting, or failed."""
     if result == "made":
         return Outcome.FAILED, f"revert PR #{number} " + ("merged" if merged else "opened")

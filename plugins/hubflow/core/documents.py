@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from hubflow.core.errors import HubflowError
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hubflow.core.errors import HubflowError
 
 
 class ConfigError(HubflowError):

@@ -9,18 +9,21 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from pydantic import Field, ValidationError, field_validator
+
 from hubflow.core.documents import ConfigError, StrictModel, parse_yaml, top_mapping, validation_problems
 from hubflow.core.paths import RepoPath, check_glob, check_repo_path
-from pydantic import Field, ValidationError, field_validator
 
 
 class HubImage(StrictModel):
     name: str
-    values_path: str = Field("jupyterhub.singleuser.image", description="dotted helm values path; name and tag are set under it")
+    values_path: str = Field("jupyterhub.singleuser.image",
+                             description="dotted helm values path; name and tag are set under it")
 
 
 class Smoke(StrictModel):
-    packages: list[str] = Field([], description="always checked in this hub's kernel, on top of the plan's changed packages")
+    packages: list[str] = Field([], description="always checked in this hub's kernel, on top of the plan's changed "
+                                                "packages")
     notebook: RepoPath | None = Field(None, description="repository path of a notebook to execute")
     timeout_seconds: int = Field(300, gt=0)
 
@@ -32,7 +35,8 @@ class HubFields(StrictModel):
     """What a hub entry, a discovered hub file and `hub_defaults` may set."""
 
     images: list[HubImage] | None = None
-    external_image: str | None = Field(None, description="an image not built here, e.g. quay.io/jupyter/scipy-notebook:2025-01-06")
+    external_image: str | None = Field(None, description="an image not built here, e.g. "
+                                                         "quay.io/jupyter/scipy-notebook:2025-01-06")
     values: dict[str, list[RepoPath]] | None = Field(
         None, description="values files relative to the hub folder, by environment; key `common` goes first")
     smoke: Smoke | None = None
@@ -128,12 +132,12 @@ class Fleet(StrictModel):
 def _fleet_problems(f: Fleet, environments: list[str] | None) -> list[tuple[str, str]]:
     problems = []
     images = {i.name for i in f.images}
-    for kind, items in (("images", f.images), ("hubs", f.hubs)):
+    for kind, names in (("images", [i.name for i in f.images]), ("hubs", [h.name for h in f.hubs])):
         seen: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if item.name in seen:
-                problems.append((f"{kind}[{i}].name", f"duplicate name {item.name!r} (also {kind}[{seen[item.name]}])"))
-            seen[item.name] = i
+        for i, name in enumerate(names):
+            if name in seen:
+                problems.append((f"{kind}[{i}].name", f"duplicate name {name!r} (also {kind}[{seen[name]}])"))
+            seen[name] = i
     folders: dict[str, int] = {}
     for i, hub in enumerate(f.hubs):
         where = f"hubs[{i}]"

@@ -185,14 +185,18 @@ class Conclusion:
 
 @dataclass
 class Aftermath:
-    """What the failure path does and did: hold, revert, the commit status, the state it leaves, a note, links."""
+    """What the failure path does and did: hold, revert, the state it leaves (and so its commit status), a note,
+    links."""
 
     hold: bool
     revert: bool
     state: Outcome
-    status: str
     note: str = ""
     links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str | None:
+        return self.state.status
 
     def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), state=self.state.value)
@@ -201,8 +205,7 @@ class Aftermath:
     def from_dict(cls, d: dict[str, Any] | None) -> Aftermath | None:
         if not d:
             return None
-        return cls(bool(d["hold"]), bool(d["revert"]), Outcome(d["state"]), d["status"], d.get("note", ""),
-                   d.get("links") or {})
+        return cls(bool(d["hold"]), bool(d["revert"]), Outcome(d["state"]), d.get("note", ""), d.get("links") or {})
 
 
 @dataclass

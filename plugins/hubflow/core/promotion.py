@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from hubflow.core import deploy
 from hubflow.core.deploy import Refused
@@ -92,18 +92,21 @@ def gates(settings: Settings, candidate: Candidate, repo: Repo, ledger: Ledger, 
     def passed(gate: str, detail: str) -> None:
         c.gates.append({"gate": gate, "ok": True, "detail": detail})
 
-    def refuse(gate: str, detail: str) -> None:
+    def refuse(gate: str, detail: str) -> NoReturn:
         c.gates.append({"gate": gate, "ok": False, "detail": detail})
         raise GateRefused(f"{gate}: {detail}", c.gates)
 
     rev = c.revision[:12]
     try:  # promote exactly what was tested: the deploy DAG's own gate, with no force
-        c.verified = deploy.gate(settings, target_env, deploy.Target(c.target, c.revision, None, c.tree), ledger)
+        verified = deploy.gate(settings, target_env, deploy.Target(c.target, c.revision, None, c.tree), ledger)
     except Refused as exc:
         refuse("verified", str(exc))
-    passed("verified", f"tree {c.tree[:12]} passed verification on {c.source} as {c.verified[:12]}")
+    if verified is None:
+        refuse("verified", f"{c.target} is the first environment: nothing before it verifies what it runs")
+    c.verified = verified
+    passed("verified", f"tree {c.tree[:12]} passed verification on {c.source} as {verified[:12]}")
 
-    for sha in dict.fromkeys((c.revision, c.verified)):
+    for sha in dict.fromkeys((c.revision, verified)):
         held = ledger.held(sha)
         if held:
             refuse("not held", f"{sha[:12]} is held: {held}; clear it with `hubflow hold {sha[:12]} --clear`")
@@ -183,21 +186,22 @@ def final(c: dict | None, mode: str, ended: Ended | None, pull: dict | None, ans
     if ended:
         return PromotionOutcome(ended.outcome.value), (f"promotion {what}: {ended.outcome}: {ended.detail}; "
                                                        f"{target} is unchanged")
+    pr = f"PR #{pull['number']}" if pull else "the promotion PR"
     if answer and answer.get("chosen_options") != ["Approve"]:
         if answer.get("responded_by_user") is None:
             return PromotionOutcome.REFUSED, (
                 f"promotion {what}: refused: nobody approved within {timeout_minutes} min (no answer counts as "
-                f"Reject); PR #{pull['number']} stays open; {target} is unchanged")
+                f"Reject); {pr} stays open; {target} is unchanged")
         by = answer["responded_by_user"].get("name") or answer["responded_by_user"].get("id")
-        return PromotionOutcome.REJECTED, (f"promotion {what}: rejected by {by}; PR #{pull['number']} stays open; "
+        return PromotionOutcome.REJECTED, (f"promotion {what}: rejected by {by}; {pr} stays open; "
                                            f"{target} is unchanged")
     if merged:
-        return PromotionOutcome.MERGED, (f"promotion {what}: merged PR #{pull['number']} as {merged[:12]}; the "
+        return PromotionOutcome.MERGED, (f"promotion {what}: merged {pr} as {merged[:12]}; the "
                                          f"{target} deploy runs from its branch watcher")
     if pull and mode == "pull_request" and steps.get("open") is Step.DONE:
-        return PromotionOutcome.OPENED, (f"promotion {what}: PR #{pull['number']} is open for review "
+        return PromotionOutcome.OPENED, (f"promotion {what}: {pr} is open for review "
                                          f"({pull['url']}); {target} changes when a person merges it")
     failed = sorted(name for name, step in steps.items() if step.failed)
-    now = (f"{target} is unchanged unless PR #{pull['number']} shows merged (GitHub did not answer)"
+    now = (f"{target} is unchanged unless {pr} shows merged (GitHub did not answer)"
            if "merge" in failed else f"{target} is unchanged")
     return PromotionOutcome.FAILED, f"promotion {what}: failed at {', '.join(failed) or 'an unknown step'}; {now}"

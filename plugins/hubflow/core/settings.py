@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterBadDateError, croniter
+from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator
+
 from hubflow.core.documents import ConfigError, StrictModel, parse_yaml, top_mapping, validation_problems
 from hubflow.core.errors import HubflowError
 from hubflow.core.paths import check_repo_path
-from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator
 
 DEFAULT_SETTINGS = Path(__file__).resolve().parents[3] / "include" / "hubflow.yaml"
 HUB_PLACEHOLDERS = {"hub", "env"}
@@ -322,11 +323,12 @@ class Settings(StrictModel):
 
 def _settings_problems(s: Settings) -> list[tuple[str, str]]:
     problems = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for i, env in enumerate(s.environments):
         for key, value in (("name", env.name), ("branch", env.branch)):
             if (key, value) in seen:
-                problems.append((f"environments[{i}].{key}", f"duplicate {key} {value!r} (also environments[{seen[(key, value)]}])"))
+                problems.append((f"environments[{i}].{key}",
+                                 f"duplicate {key} {value!r} (also environments[{seen[(key, value)]}])"))
             seen[(key, value)] = i
     return problems
 

@@ -20,12 +20,12 @@ import posixpath
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from hubflow.core.settings import Environment, Resources, Settings
+from kubernetes.client import ApiClient, models as k8s
+
 from hubflow.core.errors import HubflowError
 from hubflow.core.outcomes import Undo
 from hubflow.core.plan import Plan, PlanError, make_plan
-from kubernetes.client import ApiClient
-from kubernetes.client import models as k8s
+from hubflow.core.settings import Environment, Resources, Settings
 
 if TYPE_CHECKING:  # a repository is passed in; this layer reads nothing itself
     from hubflow.clients.git import Repo
