@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import traceback
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -21,8 +20,6 @@ from hubflow.clients.ledger import Ledger
 from hubflow.core.errors import HubflowError
 from hubflow.core.settings import load_settings
 
-ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
@@ -32,19 +29,6 @@ def fresh_caches():
     yield
     hooks._LEDGERS.close()
     hooks._REGISTRIES.close()
-
-
-@pytest.fixture
-def pg_database():
-    """The URL of a fresh database of the local PostgreSQL (which .ci/run starts), dropped afterwards."""
-    name = f"hubflow_hooks_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def use_ledger(monkeypatch, url: str) -> None:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -17,21 +16,8 @@ from alembic.script import ScriptDirectory
 from hubflow.clients.ledger import MIGRATIONS, OUTCOMES, Ledger, LedgerError, RetryPolicy, metadata
 from hubflow.core.errors import HubflowError
 
-ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # to end the sessions of a test database
 FAST = RetryPolicy(attempts=3, first_wait=0.01, max_wait=0.05, deadline=5)
-
-
-@pytest.fixture
-def pg_database():
-    """The URL of a fresh database of the local PostgreSQL (which .ci/run starts), dropped afterwards."""
-    name = f"hubflow_ledger_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
