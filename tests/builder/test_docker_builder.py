@@ -149,15 +149,15 @@ def test_a_registry_that_refuses_or_is_gone_is_a_platform_fault_never_a_success(
     with pytest.raises(DockerBuildError) as unreachable:
         DockerBuilder(docker_host).build_image(Repo(repo.path), plan, "hello", on_line=lambda _: None)
     fault = build_fault(unreachable.value.stage, str(unreachable.value))
-    assert fault["blame"] == "platform" and "connection refused" in fault["summary"]
+    assert fault.blame == "platform" and "connection refused" in fault.summary
 
 
 def test_an_engine_that_cannot_be_reached_is_a_platform_fault(tmp_path):
     with pytest.raises(DockerBuildError) as caught:
         DockerBuilder(f"unix://{tmp_path}/none.sock")
     fault = build_fault(caught.value.stage, str(caught.value))
-    assert fault["blame"] == "platform"
-    assert fault["summary"].startswith(f"the Docker engine could not be used: cannot reach the Docker engine at "
+    assert fault.blame == "platform"
+    assert fault.summary.startswith(f"the Docker engine could not be used: cannot reach the Docker engine at "
                                        f"unix://{tmp_path}/none.sock")
 
 
