@@ -44,7 +44,8 @@ schedules:
   poll_interval_seconds: {poll}
 timeouts:
   pod_startup_seconds: 5
-  smoke_seconds: 60
+  smoke_seconds: 140
+  spawn_seconds: 40
   github_wait_seconds: 3
 pods:
   namespace: hubflow

@@ -25,7 +25,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    envs = [e.name for e in settings.environments]
+    envs = settings.environments  # the environments themselves: the names they render for each hub are checked
     print(f"settings {settings_path(args.config)}: ok")
     print(f"  repository   {settings.repository.github} (fleet file {settings.repository.fleet_file})")
     for env in settings.environments:
@@ -106,9 +106,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         settings.environment(args.env)  # an unknown name is an error that lists the configured ones
     with _ledger(args, settings) as book:  # the command's one engine, closed when it ends
         attempts, holds = book.attempts(args.env, args.limit), book.holds()
+        cleared = book.cleared_holds(args.limit)
     if args.json:
-        print(json.dumps({"attempts": [a.to_dict() for a in attempts], "holds": [
-            {**h, "created_at": h["created_at"].isoformat()} for h in holds]}, indent=2))
+        def times(hold: dict) -> dict:
+            return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in hold.items()}
+        print(json.dumps({"attempts": [a.to_dict() for a in attempts], "holds": [times(h) for h in holds],
+                          "cleared_holds": [times(h) for h in cleared]}, indent=2))
         return 0
     print(f"{'id':>5}  {'env':<8} {'revision':<12} {'outcome':<8} {'started (UTC)':<19}  detail")
     for a in attempts:
@@ -116,23 +119,130 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         print(f"{a.id:>5}  {a.env:<8} {a.revision[:12]:<12} {a.outcome:<8} "
               f"{a.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19}  {(a.detail or '')[:100]}{forced}")
     for h in holds:
-        print(f"held: {h['revision'][:12]} ({h['env']}): {h['reason'][:100]}")
+        print(f"held: {h['revision'][:12]} ({h['env']}) {_since(h)[:160]}")
+    for h in cleared[:5]:  # the last lifted: who let a revision through, and why (--json has --limit of them)
+        print(f"cleared: {h['revision'][:12]} ({h['env']}) at {h['cleared_at']:%Y-%m-%d %H:%M} UTC by "
+              f"{h['cleared_by'] or 'someone unrecorded'}: {(h['clear_reason'] or '')[:80]}; held {_since(h)[:80]}")
     return 0
+
+
+HEX = frozenset("0123456789abcdef")
+
+
+def resolve_revision(repo: Repo, text: str) -> str:
+    """The one commit `text` names in `repo`: a full or abbreviated sha (at least 4 hex digits, as git takes),
+    a branch or tag name, or a revision expression such as `staging~1`. A name that could mean more than one
+    commit (a sha prefix several commits share, a branch and a tag of one name, a ref whose name is also a sha
+    prefix) is an error that lists every candidate; so is a name no commit has."""
+    from hubflow.clients.git import run_git
+
+    if not text or text.startswith("-") or any(c.isspace() or ord(c) < 32 for c in text):
+        raise HubflowError(f"{text!r} is not a revision")
+    found: dict[str, list[str]] = {}
+    name = not any(c in text for c in "~^:?*[\\") and "@{" not in text and ".." not in text  # no ref has these
+    refs = [f"refs/heads/{text}", f"refs/tags/{text}", f"refs/remotes/{text}", f"refs/remotes/{text}/HEAD"]
+    if text.startswith("refs/"):
+        refs.insert(0, text)
+    if not name:
+        refs = []
+    for ref, sha in repo.object_ids([f"{r}^{{commit}}" for r in refs]).items():
+        if sha:
+            found.setdefault(sha, []).append(ref.removesuffix("^{commit}"))
+    hexed = text.lower()
+    if name and len(hexed) >= 4 and set(hexed) <= HEX:  # every object named so; trees and blobs hold nothing
+        objects = repo.git("rev-parse", "--disambiguate=" + hexed).split() if len(hexed) < 40 else [hexed]
+        peeled = repo.object_ids([f"{o}^{{commit}}" for o in objects])
+        for o in objects:
+            commit = peeled[f"{o}^{{commit}}"]
+            if commit:
+                found.setdefault(commit, []).append("sha prefix" if commit == o else f"tag object {o[:12]}")
+    if not found:  # an expression (`staging~1`, `v1.2^0`): git's own reading, refused where git finds it ambiguous
+        out = run_git(["-C", str(repo.path), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                       f"{text}^{{commit}}"], check=False)
+        said = " ".join(out.stderr.decode(errors="replace").split())
+        if "ambiguous" in said:
+            raise HubflowError(f"ambiguous revision {text!r}: git says: {said}")
+        if out.returncode != 0:
+            raise HubflowError(f"unknown revision {text!r}: no commit of the deployment repository ({repo.path}) "
+                               "has that name or sha prefix; `hubflow ledger` prints revisions")
+        found[out.stdout.decode().strip()] = [text]
+    if len(found) > 1:
+        raise HubflowError(f"ambiguous revision {text!r}: it names {len(found)} commits: "
+                           + "; ".join(f"{sha} ({', '.join(how)})" for sha, how in found.items())
+                           + "; give more of the sha (the full sha is never ambiguous)")
+    return next(iter(found))
+
+
+def _deployment_repo(args: argparse.Namespace, settings: Settings) -> Repo:
+    """The clone at --repo, else the worker's mirror of the deployment repository, fetched now (the token is the
+    GitHub connection's when Airflow's connections can be read; a public repository needs none)."""
+    from hubflow.clients.git import GitError
+    from hubflow.clients.mirror import sync
+
+    if args.repo:
+        return Repo(args.repo)
+    token = None
+    try:
+        from hubflow.airflow.hooks import github_token
+
+        token = github_token(settings.repository.github_conn_id)
+    except Exception:  # noqa: BLE001 - no Airflow connection here: try without a token, the fetch says if it needs one
+        pass
+    try:
+        return sync(settings, token)
+    except GitError as exc:
+        raise HubflowError(f"cannot fetch the deployment repository {settings.repository.clone_url} to resolve "
+                           f"{args.revision!r}: {exc}; pass --repo PATH (a clone of it)") from None
+
+
+def _who(args: argparse.Namespace) -> str:
+    import getpass
+
+    try:
+        return args.by or getpass.getuser()
+    except (KeyError, OSError):  # no login name in this container: the ledger must still say who
+        raise HubflowError("say who with --by (this machine gives no login name)") from None
+
+
+def _since(hold: dict) -> str:
+    return (f"since {hold['created_at']:%Y-%m-%d %H:%M} UTC by {hold.get('held_by') or 'someone unrecorded'}: "
+            f"{hold['reason']}")
+
+
+def _held_by_prefix(book, text: str) -> list[dict]:
+    """The holds in force whose full sha starts with `text` (what `hubflow ledger` prints: 12 hex digits)."""
+    text = text.lower()
+    return [h for h in book.holds() if len(text) >= 4 and set(text) <= HEX and h["revision"].startswith(text)]
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if not args.clear and not args.reason:
-        raise HubflowError("say why with --reason")
+    if not args.reason:
+        raise HubflowError("say why with --reason" + (" (why the hold can go: it is kept in the ledger)"
+                                                      if args.clear else ""))
+    env = settings.environment(args.env).name if args.env else settings.environments[0].name
+    who = _who(args)
     with _ledger(args, settings) as book:  # the command's one engine, closed when it ends
         if args.clear:
-            if not book.clear_hold(args.revision):
-                raise HubflowError(f"{args.revision} is not held (give the full sha; `hubflow ledger` lists holds)")
-            print(f"cleared the hold on {args.revision}")
-        else:
-            book.hold(args.revision, args.env or settings.environments[0].name, args.reason)
-            print(f"held {args.revision}: it is not deployed or promoted until "
-                  f"`hubflow hold --clear {args.revision}`")
+            matches = _held_by_prefix(book, args.revision)
+            if len(matches) > 1:
+                raise HubflowError(f"ambiguous revision {args.revision!r}: it starts " + ", ".join(
+                    h["revision"] for h in matches) + ", all held; give more of the sha")
+            sha = matches[0]["revision"] if matches else resolve_revision(_deployment_repo(args, settings),
+                                                                        args.revision)
+            hold = book.hold_of(sha)
+            if not hold or not book.clear_hold(sha, by=who, reason=args.reason):
+                held = ", ".join(h["revision"][:12] for h in book.holds()) or "none"
+                raise HubflowError(f"{args.revision} ({sha}) is not held; holds in force: {held}")
+            print(f"cleared the hold on {sha} ({_since(hold)}), by {who}: {args.reason}")
+            return 0
+        sha = resolve_revision(_deployment_repo(args, settings), args.revision)
+        if not book.hold(sha, env, args.reason, by=who):
+            hold = book.hold_of(sha)
+            print(f"{sha} is already held" + (f" {_since(hold)}" if hold else "") + "; nothing changed")
+            return 0
+        print(f"held {sha}" + (f" ({args.revision})" if args.revision != sha else "")
+              + f" by {who}: it is not deployed or promoted until `hubflow hold --clear {sha[:12]} --reason WHY`")
     return 0
 
 
@@ -180,11 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--ledger", help="SQLAlchemy URL (default: $HUBFLOW_LEDGER_URL, else the Airflow connection)")
 
-    p = command("hold", cmd_hold, "mark a revision bad (never deployed or promoted), or --clear the mark")
-    p.add_argument("revision", help="full commit sha")
-    p.add_argument("--reason")
+    p = command("hold", cmd_hold, "mark a revision bad (never deployed or promoted), or --clear the mark; the "
+                                  "ledger keeps who and why, set and cleared")
+    p.add_argument("revision", help="a sha (full, or the 12 digits `hubflow ledger` prints: any unambiguous "
+                                    "prefix), a branch or tag, or an expression such as staging~1")
+    p.add_argument("--reason", help="why (required, to hold and to clear)")
     p.add_argument("--env", help="where it went bad (default: the first environment)")
     p.add_argument("--clear", action="store_true")
+    p.add_argument("--by", help="who (default: your login name)")
+    p.add_argument("--repo", help="a clone of the deployment repository to resolve REVISION in (default: the "
+                                  "mirror, fetched now)")
     p.add_argument("--ledger", help="SQLAlchemy URL (default: $HUBFLOW_LEDGER_URL, else the Airflow connection)")
 
     p = command("freeze", cmd_freeze, "stop deploys and promotions of an environment (an Airflow Variable)")

@@ -139,7 +139,11 @@ def test_unmergeable_pr_is_refused_in_merge_mode(sandbox):
     sandbox.github.push("prod", "hotfix on prod", {"deployments/data8/config/common.yaml": "jupyterhub: {cpu: 9}\n"})
     verified(sandbox, feature(sandbox))
     before = prod_head(sandbox)
-    assert_refused(sandbox, promote(sandbox, mode="merge", reason="ship it"), "not mergeable", task="open")
+    # issue 17: the check's "same tree" gate merges in the mirror first and names the conflict and the commit only
+    # prod has (it used to be GitHub's "not mergeable" at the open step)
+    assert_refused(sandbox, promote(sandbox, mode="merge", reason="ship it"),
+                   "conflicts in deployments/data8/config/common.yaml")
+    assert "`hotfix on prod`" in last_promotion(sandbox)["detail"]
     assert prod_head(sandbox) == before
 
 
@@ -180,7 +184,8 @@ def test_pull_request_mode_after_a_real_staging_run_opens_the_pr_with_the_eviden
     p = last_promotion(sandbox)
     assert (p["outcome"], p["revision"], p["mode"], p["reason"], p["requested_by"]) == \
         ("opened", revision, "pull_request", "weekly promotion", "dag_test")
-    assert [g["gate"] for g in p["record"]["gates"]] == ["verified", "not held", "not frozen", "newer", "soak"]
+    assert [g["gate"] for g in p["record"]["gates"]] == ["verified", "not held", "not frozen", "newer", "same tree",
+                                                         "soak"]
     assert f"PR #{pr['number']} is open" in p["detail"]
     said_everywhere(sandbox, p)
     assert any(p["detail"] in c["body"] for c in sandbox.github.comments[pr["number"]])

@@ -175,6 +175,45 @@ def test_failure_surfaces_the_pods_last_log_lines_deferrable(emulator, settings,
     assert not emulator.calls("DELETE")  # kept for debugging
 
 
+LOW_MEMORY = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi."
+
+
+@pytest.mark.parametrize("mode, exit_code, node, summary", [
+    (False, 137, {"reason": "Evicted", "message": LOW_MEMORY, "disruption": "TerminationByKubelet"},
+     f"the build pod was evicted by its node: {LOW_MEMORY}"),
+    (True, 143, {"disruption": "PreemptionByScheduler", "message": "Preempted by pod 3f1c on node pool-b-7x2k"},
+     "the build pod was preempted by the scheduler for a higher-priority pod: Preempted by pod 3f1c on node "
+     "pool-b-7x2k"),
+], ids=["evicted-sync", "preempted-deferrable"])
+def test_a_build_pod_its_node_stopped_keeps_the_pods_own_reason_and_is_the_platforms_fault(
+        emulator, settings, plan, monkeypatch, mode, exit_code, node, summary):
+    """Issue 17, scenario 5: the kubelet's eviction (the pod's reason and message) and the scheduler's preemption
+    (a DisruptionTarget condition) are read from the pod, not overwritten by the container's exit 137/143 (which
+    hubflow used to read as a build out of memory, the revision's fault). The test DAG gives the task no retry:
+    the verdict stands at once."""
+    from hubflow.k8s import pods
+    from sandbox import k8s_emulator
+
+    real = k8s_emulator._Pod.view
+
+    def stopped_by_its_node(self):
+        pod = real(self)
+        if pod["status"].get("phase") == "Failed":
+            if node.get("reason"):
+                pod["status"].update(reason=node["reason"], message=node["message"])
+            pod["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True",
+                                                "reason": node["disruption"], "message": node["message"]})
+        return pod
+    monkeypatch.setattr(k8s_emulator._Pod, "view", stopped_by_its_node)
+    emulator.script({"hubflow.io/kind": "build"}, exit_code=exit_code, logs=["#7 12.0 Collecting pandas==2.2.3"])
+    build = pods.deploy_pods(settings, settings.environment("staging"), plan)["build"][0]
+    dag_run = run("build", [build], deferrable=mode)
+    assert airflow_support.task_instances(dag_run)[("pod", 0)].state == "failed"
+    assert airflow_support.xcom(dag_run, "pod", 0, key="fault") == {"blame": "platform", "summary": summary,
+                                                                   "retry": False}
+    assert len(created(emulator, {"hubflow.io/kind": "build"})) == 1
+
+
 def permissions(requests):
     """(resource, verb) pairs that the recorded API requests need, as the API server's authorizer names them."""
     out = set()

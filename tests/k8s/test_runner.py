@@ -17,12 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from sandbox.registry_server import free_port
 from sandbox.sample_repo import SECRET_VALUE, TEST_AGE_KEY, dependency_chart, tool
@@ -188,6 +190,36 @@ def test_a_hub_that_never_becomes_ready_is_rolled_back_by_helm_and_says_so(runne
     hub = cluster.get("deployments", NS, RELEASE)
     assert hub["spec"]["template"]["metadata"]["annotations"]["singleuser-image"] == plan.image("primary").ref
     assert hub["status"]["readyReplicas"] == 1
+
+
+def test_a_hub_that_is_not_ready_because_its_pods_cannot_be_scheduled_is_a_platform_fault(runner, cluster, key,
+                                                                                          upgrade_args):
+    """Issue 17, scenario 5: helm's --wait timed out on a hub whose new pod no node has room for: capacity (exit 6,
+    naming the pod and the scheduler's words), not the revision. A user's pending server is not what helm waited
+    for, and a timeout with every pod scheduled stays the revision's (the test above)."""
+    from sandbox.k8s_emulator import UNSCHEDULABLE
+
+    assert runner(*upgrade_args, **key).returncode == 0
+    cluster.never_ready(kind="Deployment", name=RELEASE, namespace=NS)
+    cluster.script({"test.hubflow.io/pending": "yes"}, never_scheduled=True)
+    for name in (f"{RELEASE}-7d4b9c6f5-x2x9z", "jupyter-alice"):
+        r = requests.post(f"{cluster.url}/api/v1/namespaces/{NS}/pods", timeout=10, json={
+            "metadata": {"name": name, "labels": {"test.hubflow.io/pending": "yes"}},
+            "spec": {"containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.2.0"}]}})
+        assert r.status_code == 201, r.text
+    later = "d" * 40
+    proc = runner(*image_tag(timeout(revision(upgrade_args, later), "3s"), "needs-a-bigger-node"), **key)
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert runner.termination(proc) == (
+        f"{HUB}: helm upgrade to staging {later} failed: the hub was not ready within 3s: the cluster could not "
+        f"schedule pod {RELEASE}-7d4b9c6f5-x2x9z ({UNSCHEDULABLE}); the upgrade failed and helm rolled the release "
+        f"back to revision 1 (now revision 3, deployed)")
+    asked = {r.path.rsplit("/", 1)[1] for r in cluster.calls("GET", f"/api/v1/namespaces/{NS}/")
+             if r.path.endswith(("/pods", "/events"))}
+    assert asked == {"pods", "events"}
+    role = next(d for d in yaml.safe_load_all((ROOT / "include" / "k8s" / "hub-namespace.yaml").read_text())
+                if d["kind"] == "Role")  # hubflow-helm, the upgrade pod's rights in the hub's namespace
+    assert all(any(res in rule["resources"] and "list" in rule["verbs"] for rule in role["rules"]) for res in asked)
 
 
 def kill_helm_mid_upgrade(runner, cluster, workdir: Path) -> None:
@@ -543,3 +575,108 @@ def test_a_failed_uninstall_says_where_the_release_is(fake, settings):
     assert proc.returncode == 4
     assert fake.termination(proc) == f"{HUB}: helm uninstall failed; the release is now at revision 2 (uninstalling)"
     assert ["uninstall", RELEASE, "--namespace", NS, "--wait=watcher", "--timeout", "900s"] in fake.calls()
+
+
+class StandInAPI:
+    """A Kubernetes API that answers only a namespace's pods and its events by reason, recording what it is asked
+    and with which token: what the runner reads when helm's wait timed out."""
+
+    def __init__(self, tmp: Path, pods: list[dict], events: list[dict]):
+        self.asked: list[tuple[str, str]] = []
+        api = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):
+                api.asked.append((self.path, self.headers.get("Authorization", "")))
+                url = urllib.parse.urlsplit(self.path)
+                selector = dict(p.split("=", 1) for p in
+                                urllib.parse.parse_qs(url.query).get("fieldSelector", [""])[0].split(",") if p)
+                if url.path == f"/api/v1/namespaces/{NS}/pods":
+                    body = {"kind": "PodList", "items": pods}
+                elif url.path == f"/api/v1/namespaces/{NS}/events":
+                    body = {"kind": "EventList", "items": [e for e in events if e["reason"] == selector.get("reason")
+                                                           and selector.get("involvedObject.kind") == "Pod"]}
+                else:
+                    return self.send_error(404)
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = tmp / "stand-in-kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+            "users": [{"name": "u", "user": {"token": "deployer-token"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": NS}}]}))
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def event(pod: str, reason: str, seconds_ago: float, message: str = "", new_style: bool = False) -> dict:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
+    stamps = {"eventTime": when.replace("Z", ".000000Z"), "lastTimestamp": None} if new_style else \
+        {"lastTimestamp": when}
+    return {"metadata": {"name": f"{pod}.{reason}"}, "involvedObject": {"kind": "Pod", "name": pod},
+            "reason": reason, "message": message, **stamps}
+
+
+NOT_READY = ("Error: UPGRADE FAILED: resource Deployment/datahub-staging/hub not ready. status: InProgress, message: "
+             "Available: 0/1\ncontext deadline exceeded")
+
+
+def test_pods_that_failed_scheduling_during_the_wait_are_found_from_events_after_helm_removed_them(fake,
+                                                                                                    upgrade_args,
+                                                                                                    plan):
+    """helm's rollback-on-failure deleted the pending pod before the runner looks: its FailedScheduling events
+    (newer schedulers set only eventTime) still say why. A pod scheduled after failing, a user's server, and a
+    FailedScheduling older than the upgrade are not why this wait timed out."""
+    insufficient = "0/5 nodes are available: 5 Insufficient memory. preemption: 0/5 nodes are available."
+    api = StandInAPI(fake.tmp, pods=[], events=[
+        event("hub-5f7d8c9b4-abcde", "FailedScheduling", 30, insufficient, new_style=True),
+        event("hub-5f7d8c9b4-later", "FailedScheduling", 40, insufficient),
+        event("hub-5f7d8c9b4-later", "Scheduled", 20, "Successfully assigned datahub-staging/hub-5f7d8c9b4-later"),
+        event("jupyter-alice", "FailedScheduling", 10, insufficient),
+        event("hub-0ld0ld0ld-zzzzz", "FailedScheduling", 7200, insufficient)])
+    try:
+        fake.set_history([rev(1)], fail={"upgrade": {"error": NOT_READY,
+                                                     "then": [["failed", "x"], ["deployed", "Rollback to 1"]]}})
+        proc = fake(*upgrade_args, KUBECONFIG=str(api.kubeconfig))
+    finally:
+        api.stop()
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert fake.termination(proc) == (
+        f"{HUB}: helm upgrade to staging {plan.head} failed: the hub was not ready within 900s: the cluster could "
+        f"not schedule pod hub-5f7d8c9b4-abcde ({insufficient}); the upgrade failed and helm rolled the release "
+        f"back to revision 1 (now revision 3, deployed)")
+    assert {token for _, token in api.asked} == {"Bearer deployer-token"}  # as the pod's own identity
+    assert len(api.asked) == 3
+
+
+def test_a_timeout_the_cluster_cannot_explain_stays_the_revisions_fault(fake, upgrade_args, plan):
+    """Every pod was scheduled (or the API cannot be asked): the hub itself never became ready."""
+    api = StandInAPI(fake.tmp, pods=[{"metadata": {"name": "hub-5f7d8c9b4-abcde"},
+                                      "status": {"phase": "Running", "conditions": [
+                                          {"type": "PodScheduled", "status": "True"}]}}],
+                     events=[event("hub-5f7d8c9b4-abcde", "Scheduled", 30, "Successfully assigned")])
+    try:
+        fake.set_history([rev(1)], fail={"upgrade": {"error": NOT_READY,
+                                                     "then": [["failed", "x"], ["deployed", "Rollback to 1"]]}})
+        proc = fake(*upgrade_args, KUBECONFIG=str(api.kubeconfig))
+    finally:
+        api.stop()
+    assert proc.returncode == 1
+    assert fake.termination(proc).endswith("failed: the hub was not ready within 900s; the upgrade failed and helm "
+                                           "rolled the release back to revision 1 (now revision 3, deployed)")
+    fake.set_history([rev(1)], fail={"upgrade": {"error": NOT_READY, "then": [["failed", "x"]]}})
+    proc = fake(*upgrade_args)  # no API at all (its kubeconfig does not exist)
+    assert proc.returncode == 1 and "could not ask the cluster why the pods were not ready" in proc.stdout

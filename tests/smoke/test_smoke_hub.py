@@ -244,3 +244,56 @@ def test_the_service_token_never_appears_in_the_result(failing_run, hub):
     text = json.dumps(failing_run.to_dict())
     assert hub.token not in text
     assert "token scoped to its server, expires in" in detail(failing_run, "user")
+
+
+# ---------------------------------------------------------------- blame is earned (issue 17)
+
+
+def test_a_spawn_slower_than_the_checks_limit_uses_its_own_budget_not_the_checks(clean_hub):
+    """The checks have 8 s; the spawn takes 12 s of its own 40 s: it does not use up the checks' time."""
+    with clean_hub.slow_spawns(12, times=1):
+        result = verify(clean_hub.url, clean_hub.token, [parse_package("requests")], timeout=120, spawn_timeout=40,
+                        checks_timeout=8)
+    assert result.ok, result.failures
+    assert not result.retried and result.check("server").seconds >= 12
+
+
+def test_a_smoke_user_made_by_someone_else_first_is_the_platforms_fault_and_left_to_them(clean_hub, monkeypatch):
+    from hubflow.clients import smoke
+
+    real = smoke._Run.leftovers
+
+    def then_someone_creates_it(self):
+        done = real(self)
+        assert clean_hub.api("POST", f"/users/{SMOKE_USERS[0]}").status_code == 201  # e.g. `hubflow smoke` by hand
+        return done
+    monkeypatch.setattr(smoke._Run, "leftovers", then_someone_creates_it)
+    try:
+        result = verify(clean_hub.url, clean_hub.token, timeout=60)
+        assert statuses(result)["user"] == "failed" and result.blame == "platform"
+        assert detail(result, "user") == (
+            f"user {SMOKE_USERS[0]} already exists (POST /hub/api/users/{SMOKE_USERS[0]} answered 409): another "
+            "verification of this hub, or a person, is using it; not the revision's fault")
+        assert statuses(result)["cleanup"] == "skipped"  # not this run's user: left to whoever made it
+        assert SMOKE_USERS[0] in clean_hub.user_names()
+    finally:
+        clean_hub.api("DELETE", f"/users/{SMOKE_USERS[0]}")
+
+
+def test_a_smoke_user_deleted_under_the_check_is_the_platforms_fault(clean_hub, monkeypatch):
+    from hubflow.clients import smoke
+
+    real = smoke._Run.start_kernel
+
+    def deleted_meanwhile(self):  # an admin (or a run outside hubflow's turn-taking) removes the user
+        clean_hub.api("DELETE", f"/users/{self.user}/server")
+        deadline = time.monotonic() + 30
+        while clean_hub.api("DELETE", f"/users/{self.user}").status_code == 400 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return real(self)
+    monkeypatch.setattr(smoke._Run, "start_kernel", deleted_meanwhile)
+    result = verify(clean_hub.url, clean_hub.token, [parse_package("requests")], timeout=60)
+    assert statuses(result)["kernel"] == "failed" and result.blame == "platform"
+    assert detail(result, "kernel").endswith(f"; user {SMOKE_USERS[0]} was deleted while this check ran (by another "
+                                             "verification or a person): not the revision's fault")
+    assert statuses(result)["cleanup"] == "passed"

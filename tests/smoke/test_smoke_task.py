@@ -84,13 +84,17 @@ def test_nightly_checks_only_the_always_list_and_a_missing_token_is_named(hub, d
 
 
 def test_two_spawn_timeouts_fail_naming_the_spawn_limit_from_the_settings(hub, deployed):
+    """Both spawns still pending, the hub reporting no failure: capacity, the platform's fault (issue 17: it was
+    blamed on the revision)."""
     repo, base, head = deployed
     with hub.slow_spawns(30, times=2):
         result = verify_hub(settings_for(hub.url, spawn_seconds=2), "staging", "data8", repo, base, head, hub.token)
     assert not result["ok"]
-    assert (result["blame"], result["retried"], result["user"]) == ("revision", True, "hubflow-smoke-2")
+    assert (result["blame"], result["retried"], result["user"]) == ("platform", True, "hubflow-smoke-2")
     server = next(c for c in result["checks"] if c["name"] == "server")
     assert server["detail"] == ("hubflow-smoke-2: spawn timeout: not ready within 2s (while starting the server); "
                                 "retried as hubflow-smoke-2 after hubflow-smoke-1's spawn timeout: not ready within "
-                                "2s (while starting the server)")
+                                "2s (while starting the server); the server was still starting and the hub reported "
+                                "no failure: capacity, not the revision")
     assert hub.user_names() == [] and hub.running_servers() == []
+

@@ -31,3 +31,31 @@ def test_every_other_stage_is_the_platforms(stage, start):
 def test_an_unknown_stage_is_a_bug_not_a_verdict():
     with pytest.raises(ValueError, match="unknown build stage 'pull'"):
         build_fault("pull", "?")
+
+
+@pytest.mark.parametrize("message, cause", [
+    ("STEP 3/4: RUN pip install -r requirements.txt\nWARNING: Retrying (Retry(total=0)) after connection broken by "
+     "'NewConnectionError(': Failed to establish a new connection: [Errno -3] Temporary failure in name "
+     "resolution')': /simple/pandas/\nERROR: No matching distribution found for pandas==2.2.3\n"
+     "error building at STEP \"RUN pip install -r requirements.txt\": exit status 1\n",
+     "temporary failure in name resolution"),
+    ("CondaHTTPError: HTTP 000 CONNECTION FAILED for url <https://conda.anaconda.org/conda-forge/noarch/"
+     "repodata.json>\nerror building at STEP \"RUN mamba env update\": exit status 1\n", "connection failed"),
+    ("Err:1 http://deb.debian.org/debian bookworm InRelease\n  Temporary failure resolving 'deb.debian.org'\n"
+     "E: Unable to locate package git\nerror building at STEP \"RUN apt-get install git\": exit status 100\n",
+     "temporary failure resolving"),
+])
+def test_a_dockerfile_step_that_lost_the_network_is_the_platforms_fault_with_the_same_words_as_a_build_pod(
+        message, cause):
+    from hubflow.core.deploy import PodFacts, pod_fault
+
+    fault = build_fault(BUILD, message)
+    assert fault.blame is Blame.PLATFORM and fault.summary.startswith(f"the build failed on the network ({cause}): ")
+    assert fault == pod_fault("build", PodFacts(exit_code=1, message=message))  # both builders judge alike
+    assert exit_code(fault) == 3
+
+
+def test_a_dockerfile_that_really_fails_stays_the_revisions_fault():
+    fault = build_fault(BUILD, "ERROR: No matching distribution found for hubflow-no-such-package==1.0\n"
+                               "error building at STEP \"RUN pip install -r requirements.txt\": exit status 1\n")
+    assert fault.blame is Blame.REVISION and exit_code(fault) == 1

@@ -176,3 +176,101 @@ hubs:
     assert "not a path inside the repository" in found["hubs[0].values.common[0]"]
     assert "not a path inside the repository" in found["hubs[0].smoke.notebook"]
 
+
+
+# ---------------------------------------------------------------- rendered names (issue 17, scenario 14)
+
+LONG = "a-hub-name-of-forty-characters-for-maths"  # the longest hub name the fleet allows
+SETTINGS = """
+repository: {github: org/deploy, clone_url: https://github.com/org/deploy.git}
+environments:
+  - {name: staging, branch: staging, hub_url: x, release: "jupyterhub-{hub}-{env}"}
+  - {name: prod, branch: prod, hub_url: x, release: "jupyterhub-{hub}-{env}"}
+"""
+
+
+def test_a_hub_whose_release_helm_would_refuse_is_named_with_hub_rendered_name_and_limit():
+    from hubflow.core.settings import parse_settings
+
+    envs = parse_settings(SETTINGS).environments
+    assert len(LONG) == 40
+    files = discovered(sample_files()) | {f"deployments/{LONG}/hubflow-hub.yaml": "images: [datascience]\n"}
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(FLEET, "fleet.yaml", files, envs)
+    # a discovered hub is named by its folder: its problems are its own file's, at the top level; one for each
+    # environment ('jupyterhub-<40>-prod' is 56 characters, too many as well)
+    assert [(f, p) for f, p, _ in err.value.problems] == [(f"deployments/{LONG}/hubflow-hub.yaml", "")] * 2
+    text = str(err.value)
+    assert f"hub '{LONG}' (40 characters): its staging release 'jupyterhub-{LONG}-staging' is 59 characters, " \
+           "more than helm's limit of 53 for a release name (environments[0].release is " \
+           "'jupyterhub-{hub}-{env}')" in text
+    assert f"its prod release 'jupyterhub-{LONG}-prod' is 56 characters" in text
+    # by name only (the nightly, the fleet at the base of a range, what runs now): the names are not checked
+    assert parse_fleet(FLEET, "fleet.yaml", files, ["staging", "prod"]).hub(LONG)
+    # the sample's own hubs fit
+    assert parse_fleet(FLEET, "fleet.yaml", discovered(sample_files()), envs)
+
+
+def test_a_listed_hub_is_named_by_its_field_path():
+    from hubflow.core.settings import parse_settings
+
+    envs = parse_settings(SETTINGS).environments
+    fleet = f"""
+chart: hub
+hubs:
+  - {{name: data8, folder: deployments/data8, external_image: x}}
+  - {{name: {LONG}, folder: deployments/maths, external_image: x}}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml", None, envs)
+    assert {(f, p) for f, p, _ in err.value.problems} == {("fleet.yaml", "hubs[1].name")}
+    assert len(err.value.problems) == 2  # staging and prod
+
+
+def test_two_hubs_in_the_same_place_on_one_cluster_are_refused_at_the_second():
+    from hubflow.core.settings import parse_settings
+
+    # staging's names carry a suffix and prod's do not, on one cluster: prod's `x-staging` would be staging's `x`
+    envs = parse_settings("""
+repository: {github: org/deploy, clone_url: https://github.com/org/deploy.git}
+environments:
+  - {name: staging, branch: staging, hub_url: x, release: "{hub}-staging", namespace: "{hub}-staging"}
+  - {name: prod, branch: prod, hub_url: x, release: "{hub}", namespace: "{hub}"}
+""").environments
+    fleet = """
+chart: hub
+hubs:
+  - {name: x, folder: deployments/x, external_image: x}
+  - {name: x, folder: deployments/x2, external_image: x}
+  - {name: x-staging, folder: deployments/x-staging, external_image: x}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(fleet, "fleet.yaml", None, envs)
+    found = problems(err.value)
+    assert set(found) == {"hubs[1].name", "hubs[2].name"}
+    assert "duplicate name 'x'" in found["hubs[1].name"]  # said once, not again as a collision
+    assert found["hubs[2].name"] == (
+        "hub 'x-staging' in prod and hub 'x' in staging render the same helm release 'x-staging' in namespace "
+        "'x-staging' on the same cluster (kubernetes_default): each would upgrade the other's release; rename one")
+    assert parse_fleet(fleet.replace("{name: x, folder: deployments/x2", "{name: y, folder: deployments/y")
+                       .replace("x-staging", "z"), "fleet.yaml", None, envs)
+
+
+def test_hubflow_validate_checks_the_names_against_the_settings(tmp_path, capsys):
+    from pathlib import Path
+
+    from hubflow.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    settings = tmp_path / "s.yaml"
+    settings.write_text((root / "include" / "hubflow.yaml").read_text()
+                        .replace('release: "{hub}-staging"', 'release: "jupyterhub-{hub}-staging"'))
+    files = sample_files() | {f"deployments/{LONG}/hubflow-hub.yaml": "images: [datascience]\n"}
+    for rel, text in files.items():
+        (tmp_path / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "repo" / rel).write_text(text)
+    assert main(["validate", "--config", str(settings), "--fleet", str(tmp_path / "repo" / "hubflow-fleet.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "invalid configuration (1 problem)" in err
+    assert (f"deployments/{LONG}/hubflow-hub.yaml: (top level): hub '{LONG}' (40 characters): its staging release "
+            f"'jupyterhub-{LONG}-staging' is 59 characters, more than helm's limit of 53") in err

@@ -302,3 +302,84 @@ def test_promotions_and_reports_are_kept(tmp_path):
     book.add_report("nightly", "prod", "n-1", True, {"hubs": {"datahub": "ok"}})  # a retried task replaces its own
     assert book.last_report("nightly", "prod")["summary"] == {"hubs": {"datahub": "ok"}}
     assert book.last_report("nightly", "staging") is None
+
+
+# --- holds: full shas, who and why, set and cleared, kept as history ------------------------------------------------
+
+def test_a_hold_keeps_who_and_why_and_its_clearing_is_kept_as_history(ledger):
+    sha = "d" * 40
+    assert ledger.hold(sha, "staging", "INC-12: kernels die", by="alice")
+    assert not ledger.hold(sha, "prod", "again", by="bob")  # in force already: the first one stays, whoever asks
+    hold = ledger.hold_of(sha)
+    assert (hold["revision"], hold["env"], hold["reason"], hold["held_by"]) == (sha, "staging", "INC-12: kernels die",
+                                                                                 "alice")
+    assert hold["cleared_at"] is None and hold["created_at"] is not None
+    assert ledger.clear_hold(sha, by="carol", reason="fixed by #88")
+    assert ledger.held(sha) is None and ledger.hold_of(sha) is None and ledger.holds() == []
+    (cleared,) = ledger.cleared_holds()
+    assert (cleared["held_by"], cleared["reason"], cleared["cleared_by"], cleared["clear_reason"]) == (
+        "alice", "INC-12: kernels die", "carol", "fixed by #88")
+    assert cleared["cleared_at"] is not None
+    assert ledger.hold(sha, "staging", "verification failed: hub data8")  # held again: a new hold, history kept
+    assert ledger.hold_of(sha)["held_by"] == "hubflow"  # hubflow's own failure path, when no one is named
+    assert [h["reason"] for h in ledger.holds()] == ["verification failed: hub data8"]
+    assert len(ledger.cleared_holds()) == 1
+
+
+@pytest.mark.parametrize("revision", ["d" * 12, "D" * 40, "staging", "d" * 41, ""])
+def test_a_hold_takes_only_a_full_sha(ledger, revision):
+    """Holds compare full shas: an abbreviation stored would hold nothing, so the ledger refuses it."""
+    with pytest.raises(ValueError, match="full commit sha"):
+        ledger.hold(revision, "staging", "why", by="alice")
+    assert ledger.holds() == []
+    assert ledger.hold("e" * 64, "staging", "a SHA-256 repository", by="alice")  # git's other object format
+
+
+def test_holds_made_before_who_was_recorded_stay_readable_and_clearable(database_url):
+    """A ledger at 0003 (holds keyed by revision, no who) upgraded to head: every hold still holds."""
+    from alembic import command
+
+    from hubflow.clients.ledger import _alembic
+
+    engine = sa.create_engine(database_url)
+    with engine.begin() as c:
+        command.upgrade(_alembic(c), "0003")
+        now = dt.datetime.now(dt.timezone.utc)
+        for n, sha in enumerate(("a" * 40, "b" * 40)):
+            c.execute(sa.text("INSERT INTO hubflow_holds (revision, reason, env, created_at) VALUES "
+                              "(:r, :why, 'staging', :at)"), {"r": sha, "why": f"broke {n}",
+                                                             "at": now + dt.timedelta(seconds=n)})
+    engine.dispose()
+    book = Ledger(database_url)
+    try:
+        assert _versions(book.engine) == set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+        assert [(h["revision"], h["reason"], h["held_by"]) for h in book.holds()] == [
+            ("a" * 40, "broke 0", None), ("b" * 40, "broke 1", None)]
+        assert book.held("b" * 40) == "broke 1"
+        assert book.clear_hold("a" * 40, by="alice", reason="INC-3 closed")
+        assert book.hold("a" * 40, "prod", "again", by="bob")  # a second hold of one revision: the key allows it
+        with book.engine.connect() as c:
+            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+    finally:
+        book.engine.dispose()
+
+
+def test_the_hold_history_migration_downgrades_keeping_the_holds_in_force(database_url):
+    from alembic import command
+
+    from hubflow.clients.ledger import _alembic
+
+    book = Ledger(database_url)
+    book.hold("a" * 40, "staging", "in force", by="alice")
+    book.hold("b" * 40, "staging", "lifted", by="alice")
+    book.clear_hold("b" * 40, by="bob", reason="fine")
+    book.engine.dispose()
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as c:
+            command.downgrade(_alembic(c), "0003")
+        with engine.connect() as c:
+            rows = c.execute(sa.text("SELECT revision, reason FROM hubflow_holds")).all()
+        assert [tuple(r) for r in rows] == [("a" * 40, "in force")]
+    finally:
+        engine.dispose()

@@ -167,13 +167,73 @@ def test_promotion_lag_counts_from_the_oldest_verified_revision_the_target_lacks
 
 def test_a_running_deploy_is_waited_for_unless_it_was_abandoned():
     window = nightly.deploy_window(Timeouts())
-    assert window == 3600 + 600 + 1800 + 600
+    assert window == 3600 + 600 + 1800 + 900  # build, pod startup, helm, the verification (its spawns included)
     young = {"outcome": "running", "started_at": NOW - dt.timedelta(minutes=5), "run_id": "r", "revision": HEAD}
     old = dict(young, started_at=NOW - dt.timedelta(seconds=window + 1))
-    assert nightly.deploy_running([young], NOW, window) == young
-    assert nightly.deploy_running([old, dict(young, outcome="success")], NOW, window) is None
+    # Airflow could not be asked: the ledger's age decides, as before
+    assert nightly.deploy_running([young], None, NOW, window) == young
+    assert nightly.deploy_running([old, dict(young, outcome="success")], None, NOW, window) is None
     assert nightly.overlapping([young], NOW - dt.timedelta(minutes=10)) == young
     assert nightly.overlapping([young], NOW) is None
+
+
+def test_airflow_says_whether_a_deploy_runs_not_the_ledgers_age():
+    window = nightly.deploy_window(Timeouts())
+    long_wave = {"outcome": "running", "started_at": NOW - dt.timedelta(seconds=2 * window), "run_id": "wave",
+                 "revision": HEAD, "finished_at": None}
+    young = dict(long_wave, started_at=NOW - dt.timedelta(minutes=5), run_id="young")
+    live = nightly.DeployRuns(live=1, states={"wave": "running"})
+    # a long wave Airflow says is running is waited for, however old its attempt
+    assert nightly.deploy_running([long_wave], live, NOW, window) == dict(long_wave, state="running")
+    assert nightly.abandoned([long_wave], live) == []
+    assert "Airflow says its run is running" in nightly.waiting_line("staging", dict(long_wave, state="running"))
+    # a young attempt whose run Airflow says has failed is abandoned: not waited for, and reported
+    ended = nightly.DeployRuns(live=0, states={"young": "failed"})
+    assert nightly.deploy_running([young], ended, NOW, window) is None
+    (gone,) = nightly.abandoned([young, dict(young, outcome="success", run_id="x")], ended)
+    assert gone["state"] == "failed"
+    note = nightly.abandoned_finding(gone)
+    assert note.check == "deploy" and not note.problem
+    assert note.detail.startswith(f"abandoned attempt: the ledger still has the deploy of {HEAD[:12]} (run young")
+    assert "Airflow says that run ended (failed)" in note.detail
+    # a run Airflow does not know at all (cleaned from its database, or a hand-made attempt): abandoned
+    unknown = nightly.DeployRuns(live=0, states={"young": None})
+    assert nightly.deploy_running([young], unknown, NOW, window) is None
+    assert "Airflow has no such run" in nightly.abandoned_finding(nightly.abandoned([young], unknown)[0]).detail
+    # a run queued or running that has not opened its ledger attempt yet (resolving, or queued behind another)
+    waiting = nightly.deploy_running([young], nightly.DeployRuns(live=1, states={"young": "failed"}), NOW, window)
+    assert waiting == {"run_id": None, "revision": None, "started_at": None, "state": "queued or running"}
+    assert nightly.waiting_line("prod", waiting) == \
+        "a deploy run of prod is queued or running in Airflow (no ledger attempt yet): waiting"
+    assert nightly.deploy_running([], nightly.DeployRuns(0, {}), NOW, window) is None
+    # the nightly waits a few deploy windows for live runs (waves add up), then ends saying it could not check
+    assert nightly.wait_seconds(Timeouts()) == nightly.WAIT_WINDOWS * window
+    assert nightly.not_checked("staging", dict(long_wave, state="running"), nightly.wait_seconds(Timeouts())) == (
+        f"staging was not checked: a deploy of it still runs (run wave, revision {HEAD[:12]}) after the nightly "
+        "waited 5h45m for it (see wait_for_deploys); nothing was checked, so nothing it changes is reported as drift")
+    assert "not opened its ledger attempt" in nightly.not_checked("staging", waiting, 60)
+    assert "could not be read (see inventory)" in nightly.not_checked("staging", None, 60)
+
+
+def test_a_deploy_that_ran_during_the_checks_is_told_by_airflow_not_by_the_attempts_age():
+    since = NOW - dt.timedelta(minutes=30)
+    window = nightly.deploy_window(Timeouts())
+    before = {"outcome": "running", "started_at": since - dt.timedelta(seconds=1), "run_id": "r", "revision": HEAD,
+              "finished_at": None}
+    # started just before the checks (after the wait), still running in Airflow: it ran during them
+    assert nightly.overlapping([before], since, nightly.DeployRuns(1, {"r": "running"}), NOW, window) == before
+    # left running by a run that has ended: abandoned, not an overlap (the ledger's age alone would have said so)
+    assert nightly.overlapping([before], since, nightly.DeployRuns(0, {"r": "failed"}), NOW, window) is None
+    assert nightly.overlapping([before], since, None, NOW, window) == before
+    old = dict(before, started_at=NOW - dt.timedelta(seconds=window + 1))
+    assert nightly.overlapping([old], since, None, NOW, window) is None
+    # one that ended during the checks ran during them
+    done = dict(before, outcome="success", finished_at=since + dt.timedelta(minutes=1))
+    assert nightly.overlapping([done], since, nightly.DeployRuns(0, {}), NOW, window) == done
+    assert nightly.overlapping([dict(done, finished_at=since - dt.timedelta(seconds=1))], since,
+                               nightly.DeployRuns(0, {}), NOW, window) is None
+    # a run without its attempt yet changed nothing: hubflow opens the attempt before any pod
+    assert nightly.overlapping([], since, nightly.DeployRuns(1, {}), NOW, window) is None
 
 
 # ---------------------------------------------------------------- the summary and its texts

@@ -58,10 +58,100 @@ TARGET = Target("staging", REV, BASE, "t")
     ("build", PodFacts(exit_code=1, message="error: failed to push ghcr.io/x: 503 Service Unavailable"), "platform",
      "could not reach the registry"),
     ("build", PodFacts(exit_code=137, reason="OOMKilled"), "revision", "out of memory"),
+    # issue 17, scenario 5: a build that lost the network or its node is the platform's (the words are pip's,
+    # conda's, apt's, curl's, git's and npm's own)
+    ("build", PodFacts(exit_code=1, message=(
+        "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection "
+        "broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to "
+        "establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/pandas/\n"
+        "ERROR: Could not find a version that satisfies the requirement pandas==2.2.3 (from versions: none)\n"
+        "ERROR: No matching distribution found for pandas==2.2.3\n"
+        'error: failed to solve: process "/bin/sh -c pip install -r requirements.txt" did not complete '
+        "successfully: exit code: 1")), "platform",
+     "failed on the network (temporary failure in name resolution): error: failed to solve"),
+    ("build", PodFacts(exit_code=1, message="CondaHTTPError: HTTP 000 CONNECTION FAILED for url "
+                                            "<https://conda.anaconda.org/conda-forge/linux-64/repodata.json>"),
+     "platform", "failed on the network (connection failed)"),
+    ("build", PodFacts(exit_code=100, message="Err:1 http://deb.debian.org/debian bookworm InRelease\n  Could not "
+                                              "connect to deb.debian.org:80 (151.101.2.132), connection timed out\n"
+                                              "E: Unable to locate package git"), "platform",
+     "failed on the network (connection timed out)"),
+    ("build", PodFacts(exit_code=100, message="W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/"
+                                              "InRelease  Temporary failure resolving 'deb.debian.org'"),
+     "platform", "(temporary failure resolving)"),
+    ("build", PodFacts(exit_code=1, message="E: Failed to fetch http://deb.debian.org/pool/main/g/git.deb  "
+                                            "503 Service Unavailable [IP: 151.101.2.132 80]"),
+     "platform", "failed on the network (503 service unavailable)"),
+    ("build", PodFacts(exit_code=1, message="ReadTimeoutError: HTTPSConnectionPool(host='files.pythonhosted.org', "
+                                            "port=443): Read timed out."), "platform", "(read timed out)"),
+    ("build", PodFacts(exit_code=6, message="curl: (6) Could not resolve host: github.com"), "platform",
+     "(could not resolve host)"),
+    ("build", PodFacts(exit_code=1, message="npm error code EAI_AGAIN\nnpm error request to "
+                                            "https://registry.npmjs.org/left-pad failed, reason: getaddrinfo "
+                                            "EAI_AGAIN registry.npmjs.org"), "platform", "(eai_again)"),
+    ("build", PodFacts(exit_code=137, reason="Error", message="Collecting pandas"), "platform",
+     "stopped from outside (exit 137, SIGKILL) without running out of memory"),
+    ("build", PodFacts(exit_code=143, reason="Error"), "platform", "stopped from outside (exit 143, SIGTERM)"),
+    ("build", PodFacts(exit_code=137, reason="ContainerStatusUnknown", pod_reason="Evicted",
+                       pod_message="The node was low on resource: ephemeral-storage. Threshold quantity: 10Gi."),
+     "platform", "the build pod was evicted by its node: The node was low on resource: ephemeral-storage"),
+    ("build", PodFacts(exit_code=1, pod_reason="Evicted", message="ERROR: failed to solve"), "platform",
+     "evicted by its node"),  # the pod's reason wins over whatever its container said as it died
+    ("build", PodFacts(exit_code=143, reason="Error", disruption="PreemptionByScheduler",
+                       pod_message="Preempted by pod 7c1e on node n-1"), "platform",
+     "preempted by the scheduler for a higher-priority pod: Preempted by pod 7c1e"),
+    ("build", PodFacts(exit_code=137, reason="Error", disruption="DeletionByTaintManager"), "platform",
+     "its node became unreachable"),
+    ("build", PodFacts(exit_code=143, disruption="EvictionByEvictionAPI"), "platform", "its node was drained"),
+    ("build", PodFacts(exit_code=None, pod_reason="NodeLost", pod_message="Node n-1 which was running pod is "
+                                                                          "unresponsive"), "platform",
+     "lost with its node: Node n-1"),
+    ("build", PodFacts(exit_code=143, pod_reason="Terminated",
+                       pod_message="Pod was terminated in response to imminent node shutdown."), "platform",
+     "stopped by its node's shutdown"),
+    ("build", PodFacts(exit_code=None, pod_reason="OutOfmemory", pod_message="Node didn't have enough resource"),
+     "platform", "refused by its node (OutOfmemory)"),
+    ("build", PodFacts(exit_code=137, reason="OOMKilled", pod_reason=None), "revision", "(OOMKilled)"),
+    # what the revision really broke stays its fault, whatever the words around it
+    ("build", PodFacts(exit_code=1, message="ERROR: No matching distribution found for hubflow-no-such-package==1"),
+     "revision", "the image build failed: ERROR: No matching distribution"),
+    ("build", PodFacts(exit_code=1, message="PackagesNotFoundError: The following packages are not available from "
+                                            "current channels:\n  - hubflow-no-such-package"), "revision",
+     "image build failed"),
+    # an upgrade pod stopped by its node: the platform's, and the release may be left pending
+    ("upgrade", PodFacts(exit_code=137, reason="Error", pod_reason="Evicted", pod_message="The node was low on "
+                                                                                         "resource: memory."),
+     "platform", "the upgrade pod was evicted by its node: The node was low on resource: memory.; check `helm "
+                 "history`"),
+    ("upgrade", PodFacts(exit_code=143, reason="Error"), "platform", "killed (exit 143, Error); check `helm"),
+    ("rollback", PodFacts(exit_code=143, disruption="PreemptionByScheduler"), "platform", "preempted"),
+    # helm's --wait timed out on pods the cluster could not schedule (the runner's exit 6): capacity
+    ("upgrade", PodFacts(exit_code=6, message="release x: helm upgrade to staging abc failed: the hub was not ready "
+                                              "within 1800s: the cluster could not schedule pod hub-5f-x (0/3 nodes "
+                                              "are available: 3 Insufficient memory.)"), "platform",
+     "the cluster could not schedule the hub's pods: release x"),
 ])
 def test_pod_fault_blames_the_revision_only_when_its_step_ran_and_said_so(kind, facts, blame, words):
     fault = pod_fault(kind, facts)
     assert fault.blame == blame and words in fault.summary, fault
+
+
+def test_a_failed_build_is_built_again_once_before_its_verdict_stands():
+    from hubflow.core.deploy import tried
+
+    bad = Fault(Blame.REVISION, "the image build failed: ERROR: failed to solve")
+    first = tried("build", bad, 1, 2)
+    assert first == Fault(Blame.REVISION, "the image build failed: ERROR: failed to solve; building it again "
+                                          "(try 1 of 2)", retry=True)
+    assert tried("build", bad, 2, 2) == Fault(Blame.REVISION, "the image build failed: ERROR: failed to solve "
+                                                              "(after 2 tries)")
+    network = Fault(Blame.PLATFORM, "the build failed on the network (connection failed): x")
+    assert tried("build", network, 1, 2).retry and not tried("build", network, 2, 2).retry
+    assert tried("build", bad, 1, 1) == bad  # a task without a retry: the verdict stands at once
+    running = Fault(Blame.PLATFORM, "the build task ended while its pod had not finished: x", retry=True)
+    assert tried("build", running, 1, 2) is running  # re-attaches to its pod: not a second build
+    helm = Fault(Blame.REVISION, "helm failed: x")
+    assert tried("upgrade", helm, 1, 2) is helm  # only builds are tried again
 
 
 def planned(hubs=("datahub", "data8"), canary=()):

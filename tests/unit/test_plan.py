@@ -268,3 +268,50 @@ def test_a_build_context_must_be_a_folder_of_the_tree_never_a_link(sample):
     found = {p: r for _, p, r in err.value.problems}
     assert found["images[0].context"].startswith("build context 'images/creds' is not a folder")
     assert found["images[1].dockerfile"].startswith("'images/datascience/Dockerfile.gpu' does not exist")
+
+
+# ---------------------------------------------------------------- rendered names (issue 17, scenario 14)
+
+
+def new_hub(name: str) -> dict[str, str | None]:
+    """The files of a new discovered hub, with every values file the sample's hub_defaults name."""
+    files = ["config/common.yaml", "config/staging.yaml", "config/prod.yaml", "secrets/staging.yaml",
+             "secrets/prod.yaml"]
+    return {f"deployments/{name}/hubflow-hub.yaml": "images: [datascience]\n",
+            **{f"deployments/{name}/{f}": "{}\n" for f in files}}
+
+
+def environments(staging: str, prod: str):
+    from hubflow.core.settings import parse_settings
+
+    return parse_settings(f"""
+repository: {{github: org/deploy, clone_url: https://github.com/org/deploy.git}}
+environments:
+  - {{name: staging, branch: staging, hub_url: x, {staging}}}
+  - {{name: prod, branch: prod, hub_url: x, {prod}}}
+""").environments
+
+
+def test_a_new_hub_whose_release_helm_would_refuse_cannot_be_planned(sample):
+    root, repo, base = sample
+    envs = environments('release: "jupyterhub-{hub}-{env}"', 'release: "jupyterhub-{hub}-{env}"')
+    long = "a-hub-name-of-forty-characters-for-maths"
+    commit(root, "add a hub with a long name", new_hub(long))
+    with pytest.raises(ConfigError) as err:
+        make_plan(repo, base, "HEAD", FLEET, envs)
+    assert {f for f, _, _ in err.value.problems} == {f"deployments/{long}/hubflow-hub.yaml"}
+    assert f"its staging release 'jupyterhub-{long}-staging' is 59 characters, more than helm's limit of 53" \
+           in str(err.value)
+    assert hubs(make_plan(repo, base, "HEAD", FLEET, ENVS)) == {long: "new hub"}  # by name: not checked
+
+
+def test_a_range_that_mends_two_colliding_hubs_plans(sample):
+    """The fleet at the base is what runs now: only the head's names must be right, or nothing could mend them."""
+    root, repo, base = sample
+    envs = environments('release: "{hub}-staging", namespace: "{hub}-staging"', 'release: "{hub}", namespace: "{hub}"')
+    broken = commit(root, "add data8-staging", new_hub("data8-staging"))
+    with pytest.raises(ConfigError, match="hub 'data8-staging' in prod and hub 'data8' in staging render the same"):
+        make_plan(repo, base, broken, FLEET, envs)
+    commit(root, "rename it", {**dict.fromkeys(new_hub("data8-staging")), **new_hub("physics")})
+    p = make_plan(repo, broken, "HEAD", FLEET, envs)
+    assert hubs(p) == {"physics": "new hub"} and p.removed_hubs == ["data8-staging"]

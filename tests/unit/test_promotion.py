@@ -48,11 +48,29 @@ class Ledger:
 
 
 class Repo:
-    def __init__(self, ancestors=()):
+    """The deployment repository as the gates read it: prod's branch head is PROD_REV unless `head` says
+    otherwise; merging onto it gives `merged` (a tree; None: the revision's own tree) or conflicts in `conflicts`;
+    `only` are the "sha subject" lines of the commits only prod has."""
+
+    def __init__(self, ancestors=(), head=PROD_REV, merged=None, conflicts=None, only=()):
         self.ancestors = set(ancestors)
+        self.head, self.merged, self.conflicts, self.only = head, merged, conflicts, list(only)
 
     def is_ancestor(self, base, head):
         return base == head or (base, head) in self.ancestors
+
+    def resolve(self, *revs):
+        return [self.head if r == "prod" else r for r in revs]
+
+    def merge_preview(self, base, head):
+        return ("merge-base" if self.conflicts is not None else "merged-commit"), self.conflicts
+
+    def tree_id(self, rev):
+        return self.merged or TREE
+
+    def git(self, *args):
+        assert args[0] == "log" and args[-1] == f"{REV}..{self.head}", args
+        return "".join(f"{line}\n" for line in self.only)
 
 
 def run(s=None, ledger=None, repo=None, switch=None):
@@ -70,7 +88,7 @@ def refused(**kwargs) -> promotion.GateRefused:
 
 def test_every_gate_passes_and_says_why():
     c = run()
-    assert [g["gate"] for g in c.gates] == ["verified", "not held", "not frozen", "newer", "soak"]
+    assert [g["gate"] for g in c.gates] == ["verified", "not held", "not frozen", "newer", "same tree", "soak"]
     assert all(g["ok"] for g in c.gates) and c.verified == REV
     assert c.verified_at == (NOW - dt.timedelta(minutes=60)).isoformat()
 
@@ -169,3 +187,45 @@ def test_the_approval_request_shows_the_evidence_and_escapes_what_people_wrote()
     subject, body = promotion.approval_text(C, "merge", "INC-1", "bob", PULL, "https://airflow/run")
     assert REV[:12] in subject and f"[#7]({PULL['url']})" in body and "**soak**" in body
     assert "``Tune `x` {{ 7*7 }}``" in body  # a code span: Markdown shows it as written
+
+
+# ---------------------------------------------------------------- issue 17, scenario 7: the merged tree
+
+
+def test_same_tree_passes_through_the_merge_commits_of_earlier_promotions():
+    c = run(repo=Repo({(PROD_REV, REV)}, head="m" * 40))  # prod's head: a promotion's merge commit
+    assert c.gates[4] == {"gate": "same tree", "ok": True,
+                          "detail": f"merging {REV[:12]} into prod gives the verified tree {TREE[:12]}"}
+
+
+def test_a_commit_only_the_target_has_is_refused_naming_it_and_the_one_action():
+    revert = "r" * 40 + ' Revert "Tune data8" on prod'
+    exc = refused(repo=Repo({(PROD_REV, REV)}, head="m" * 40, merged="x" * 40, only=[revert]))
+    assert [(g["gate"], g["ok"]) for g in exc.gates][-2:] == [("newer", True), ("same tree", False)]
+    words = str(exc)
+    assert f"would not give the tree verified on staging ({TREE[:12]})" in words
+    assert 'rrrrrrrrrrrr `Revert "Tune data8" on prod`' in words
+    assert "merge prod into staging (a PR `prod` -> `staging`)" in words
+
+
+def test_a_merge_that_conflicts_is_refused_naming_the_files():
+    exc = refused(repo=Repo({(PROD_REV, REV)}, head="m" * 40, conflicts=["deployments/data8/config/common.yaml"],
+                            only=["h" * 40 + " hotfix on prod"]))
+    assert "merging it into prod conflicts in deployments/data8/config/common.yaml" in str(exc)
+    assert "hhhhhhhhhhhh `hotfix on prod`" in str(exc) and "merge prod into staging" in str(exc)
+
+
+# ---------------------------------------------------------------- issue 17, scenario 6: merge mode's promotion
+
+
+def test_merge_mode_merges_only_when_every_gate_passed_and_says_why_not():
+    outcome, line = promotion.automatic(C, None, PULL, "m" * 40, approval=False)
+    assert outcome is PromotionOutcome.MERGED and "every gate passed, merged PR #7 as mmmmmmmmmmmm" in line
+    outcome, line = promotion.automatic(C, Ended(Outcome.REFUSED, "soak: try again after 2026-12-01T13:00"), PULL,
+                                        None, approval=False)
+    assert outcome is PromotionOutcome.REFUSED
+    assert "refused: soak: try again after 2026-12-01T13:00; PR #7 stays open and prod is unchanged" in line
+    outcome, line = promotion.automatic(C, None, PULL, None, approval=True)
+    assert outcome is PromotionOutcome.OPENED and "start hubflow_promote (mode merge)" in line
+    outcome, line = promotion.automatic(C, None, PULL, None, approval=False, failed="GitHub answered 502")
+    assert outcome is PromotionOutcome.FAILED and "prod is unchanged unless PR #7 shows merged" in line

@@ -6,7 +6,16 @@ import pytest
 
 from hubflow.cli import json_schemas
 from hubflow.core.documents import ConfigError
-from hubflow.core.settings import check_branch_name, load_settings, parse_settings
+from hubflow.core.settings import (
+    NAMESPACE_MAX,
+    RELEASE_MAX,
+    check_branch_name,
+    fleet_name_problems,
+    load_settings,
+    namespace_problem,
+    parse_settings,
+    release_name_problem,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +107,91 @@ def test_committed_schemas_match_the_models():
     for name, schema in json_schemas().items():
         committed = json.loads((ROOT / "include" / "schemas" / name).read_text())
         assert committed == schema, f"include/schemas/{name} is stale: run `make schema`"
+
+
+# ---------------------------------------------------------------- rendered names (issue 17, scenario 14)
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("a", True), ("data8-staging", True), ("a.b-c.d", True), ("0", True), ("a" * 53, True),
+    ("a" * 54, False), ("Data8", False), ("a_b", False), ("-a", False), ("a-", False), ("a..b", False),
+    (".a", False), ("a.", False), ("", False), ("a b", False), ("data8\n", False), ("é", False),
+])
+def test_release_names_follow_helms_own_rule(name, ok):
+    """helm 4, pkg/chart/v2/util/validate_name.go: ^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$
+    and at most 53 characters."""
+    assert (release_name_problem(name) is None) == ok
+    if len(name) > RELEASE_MAX:
+        assert "54 characters, more than helm's limit of 53" in release_name_problem(name)
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("a", True), ("data8-staging", True), ("a" * 63, True),
+    ("a" * 64, False), ("a.b", False), ("Hub", False), ("-a", False), ("a-", False), ("", False),
+])
+def test_namespaces_are_dns_1123_labels(name, ok):
+    assert (namespace_problem(name) is None) == ok
+    if len(name) > NAMESPACE_MAX:
+        assert "64 characters, more than the limit of 63" in namespace_problem(name)
+
+
+def with_envs(staging: str, prod: str) -> str:
+    return f"""
+repository: {{github: org/deploy, clone_url: https://github.com/org/deploy.git}}
+environments:
+  - {{name: staging, branch: staging, hub_url: x, {staging}}}
+  - {{name: prod, branch: prod, hub_url: x, {prod}}}
+"""
+
+
+def test_a_pattern_no_hub_name_can_make_valid_is_refused_at_load_with_its_field():
+    text = with_envs('release: "Hub_{hub}"', f'namespace: "{"n" * 63}{{hub}}"')
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text, "s.yaml")
+    found = problems(err.value)
+    assert set(found) == {"environments[0].release", "environments[1].namespace"}
+    assert "'Hub_a'" in found["environments[0].release"] and "not a name helm accepts" in found[
+        "environments[0].release"]
+    assert "64 characters, more than the limit of 63" in found["environments[1].namespace"]
+    assert "no hub name can fix that" in found["environments[1].namespace"]
+
+
+def test_two_environments_that_would_upgrade_each_others_releases_are_refused_at_load():
+    same = 'release: "{hub}", namespace: "{hub}"'
+    with pytest.raises(ConfigError) as err:
+        parse_settings(with_envs(same, same), "s.yaml")
+    (reason,) = problems(err.value).values()
+    assert list(problems(err.value)) == ["environments[1].release"]
+    assert "prod and environments[0] (staging) render the same helm release '{hub}' in namespace '{hub}'" in reason
+    assert "kubernetes_default" in reason and "put {env} in the release or the namespace" in reason
+    # a release is namespaced: the same name in another namespace, or on another cluster, is another release
+    parse_settings(with_envs('release: "{hub}", namespace: "{hub}-{env}"', 'release: "{hub}"'))
+    parse_settings(with_envs(same + ", kubernetes_conn_id: k8s_a", same + ", kubernetes_conn_id: k8s_b"))
+
+
+def test_rendered_names_are_checked_against_the_hubs_naming_hub_name_and_limit():
+    s = parse_settings(with_envs('release: "jupyterhub-{hub}-{env}"', 'namespace: "{hub}"'))
+    long = "h" * 40
+    found = fleet_name_problems(s.environments, ["data8", long])
+    assert [i for i, _ in found] == [1]
+    (reason,) = [r for _, r in found]
+    assert f"hub '{long}' (40 characters): its staging release 'jupyterhub-{long}-staging' is 59 characters, " \
+           "more than helm's limit of 53 for a release name (environments[0].release is " \
+           "'jupyterhub-{hub}-{env}')" == reason
+    assert fleet_name_problems(s.environments, ["data8", "h" * 30]) == []
+
+
+def test_two_hubs_that_render_the_same_release_on_one_cluster_are_refused():
+    # staging's names carry a suffix, prod's do not, on one cluster: prod's hub `x-staging` is staging's `x`
+    s = parse_settings(with_envs('release: "{hub}-staging", namespace: "{hub}-staging"',
+                                 'release: "{hub}", namespace: "{hub}"'))
+    found = fleet_name_problems(s.environments, ["x", "y", "x-staging"])
+    assert [i for i, _ in found] == [2]
+    assert ("hub 'x-staging' in prod and hub 'x' in staging render the same helm release 'x-staging' in namespace "
+            "'x-staging' on the same cluster (kubernetes_default)") in found[0][1]
+    other = parse_settings(with_envs('release: "{hub}-staging", namespace: "{hub}-staging"',
+                                     'release: "{hub}", namespace: "{hub}", kubernetes_conn_id: k8s_prod'))
+    assert fleet_name_problems(other.environments, ["x", "y", "x-staging"]) == []
+    # one environment whose names do not depend on the hub: every hub after the first collides with it
+    single = parse_settings(with_envs('release: "jupyterhub", namespace: "{env}"', ""))
+    assert [i for i, _ in fleet_name_problems(single.environments, ["a", "b", "c"])] == [1, 2]

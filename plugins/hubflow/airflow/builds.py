@@ -2,13 +2,14 @@
 the Docker Engine API from the worker and pushed, each log line written to the task log as the engine writes it.
 
 Mapped as the deploy DAG's `build` task over `build_pods`' output, it leaves what the pod path leaves: on failure
-the verdict in the `fault` XCom (hubflow.core.builds) and a failed task, so `conclude` reads both builders alike.
+the verdict in the `fault` XCom (hubflow.core.builds) and a failed task, so `conclude` reads both builders alike;
+like a build pod, a failed build is built again once (the task's retry) before its verdict stands.
 """
 from __future__ import annotations
 
 import logging
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hubflow.airflow import hooks
 from hubflow.airflow.results import FAULT_KEY
@@ -17,6 +18,7 @@ from hubflow.clients.docker_builder import DockerBuilder, DockerBuildError
 from hubflow.clients.git import GitError
 from hubflow.clients.registry import RegistryError
 from hubflow.core import builds
+from hubflow.core.deploy import tried
 from hubflow.core.plan import PlanError, make_plan
 from hubflow.core.settings import Environment, Settings
 from hubflow.k8s.pods import previous_tags
@@ -56,6 +58,9 @@ def docker_build(settings: Settings, env: Environment, target: dict, planned: di
 
 
 def _fail(context, image: str, stage: str, message: str) -> None:
-    fault = builds.build_fault(stage, message)
-    context["ti"].xcom_push(key=FAULT_KEY, value=fault.to_dict())
-    raise AirflowFailException(f"build {image}: {fault.summary} ({fault.blame} fault)")
+    """The verdict, as the pod path gives it: built again once before it stands (`tried`)."""
+    ti = context["ti"]
+    fault = tried("build", builds.build_fault(stage, message), ti.try_number, context["task"].retries + 1)
+    ti.xcom_push(key=FAULT_KEY, value=fault.to_dict())
+    text = f"build {image}: {fault.summary} ({fault.blame} fault)"
+    raise AirflowException(text) if fault.retry else AirflowFailException(text)

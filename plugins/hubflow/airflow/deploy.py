@@ -15,10 +15,10 @@ from typing import Any, NoReturn
 
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task, task_group
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow.airflow import hooks, results
+from hubflow.airflow import hooks, outbox, results
 from hubflow.airflow.operators import HubflowPodOperator, pod_operator_kwargs
 from hubflow.airflow.runs import end_run, ended_by, mirror, on_failure, run_url, unknown_params, verification, who
 from hubflow.airflow.triggers import BranchHeadTrigger
@@ -28,6 +28,7 @@ from hubflow.core.messages import outcome_message
 from hubflow.core.outcomes import Aftermath, Conclusion, Ended, Outcome
 from hubflow.core.plan import PlanError, deploy_waves, format_plan
 from hubflow.core.settings import Environment, Settings, load_settings
+from hubflow.core.texts import realign
 from hubflow.k8s import pods
 
 log = logging.getLogger("hubflow")
@@ -50,20 +51,45 @@ def start_attempt(book, env: Environment, revision: str, base: str | None, tree:
 def end(settings: Settings, env: Environment, outcome: Outcome, reason: str, context: dict,
         revision: str | None = None, attempt: int | None = None) -> NoReturn:
     """End the run before any pod ran (a refusal, or a platform fault met while planning): the ledger (this run's
-    attempt, or a new one) and the commit status say why, then `end_run` hands the reason to `record`."""
+    attempt, or a new one; the outbox while the ledger is down) and the commit status say why, then `end_run`
+    hands the reason to `record`."""
     from hubflow.clients.github import GitHubError
+    from hubflow.clients.ledger import LedgerError
 
     if revision:
-        book = hooks.ledger(settings)
         if attempt is None:
-            attempt = start_attempt(book, env, revision, None, None, context)
-        book.finish(attempt, outcome.ledger, reason)
+            try:
+                attempt = start_attempt(hooks.ledger(settings), env, revision, None, None, context)
+            except LedgerError as exc:
+                log.warning("this run has no ledger attempt: the ledger cannot be reached (%s)", exc)
+        if attempt is not None:
+            outbox.write(settings, env.name, "finish", attempt, outcome.ledger, reason)
         try:
             hooks.github(settings).set_status(env.name, revision, outcome.status, run_url(context),
                                               f"{outcome}: {reason}")
         except GitHubError as exc:
             log.warning("could not set the commit status: %s", exc)
     end_run(context, Ended(outcome, reason, attempt))
+
+
+class BeforePods:
+    """A step before any pod ran: whatever it meets unexpectedly (GitHub or the ledger down past their retries, a
+    bug) ends the run through `end` as a platform fault that touched nothing, with the attempt closed and the
+    commit status set, never as a crash that leaves the attempt running and the line guessing."""
+
+    def __init__(self, settings: Settings, env: Environment, context: dict, what: str,
+                 revision: str | None = None, attempt: int | None = None):
+        self.settings, self.env, self.context, self.what = settings, env, context, what
+        self.revision, self.attempt = revision, attempt
+
+    def __enter__(self) -> BeforePods:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, AirflowException) or not isinstance(exc, Exception):
+            return  # it went well, or `end` already ended the run, or the worker is stopping
+        end(self.settings, self.env, Outcome.PLATFORM, f"{self.what} failed: {str(exc).strip() or type(exc).__name__}"
+            "; nothing was touched, the next trigger runs again", self.context, self.revision, self.attempt)
 
 
 # ---------------------------------------------------------------- before the pods
@@ -78,8 +104,10 @@ def resolve(settings: Settings, env: Environment, context: dict) -> dict:
         end(settings, env, Outcome.REFUSED, unknown, context)
     requested = context["params"].get("revision") or None
     try:
+        outbox.catch_up(settings)  # what the ledger missed while it was down: holds in force before anything reads
         repo = mirror(settings)
-        target = core.resolve(settings, env, repo, hooks.ledger(settings), requested, hooks.freeze_switch(env.name))
+        target = core.resolve(settings, env, repo, hooks.ledger(settings), requested, hooks.freeze_switch(env.name),
+                              force_reason(context))
     except core.Refused as exc:
         end(settings, env, Outcome.REFUSED, str(exc), context)
     except (GitError, LedgerError) as exc:
@@ -89,6 +117,10 @@ def resolve(settings: Settings, env: Environment, context: dict) -> dict:
                                              "was touched, the next trigger runs again", context)
     log.info("target %s (tree %s); last deployed %s%s", target.revision, target.tree, target.base or "none",
              f"; nothing to do: {target.skip}" if target.skip else "")
+    if target.rewritten and not target.skip:
+        log.warning("%s runs %s, which %r no longer contains (rewritten): forced by %s (%s), every hub is deployed "
+                    "at %s", env.name, target.rewritten[:12], env.branch, who(context), force_reason(context),
+                    target.revision[:12])
     return target.to_dict()
 
 
@@ -128,9 +160,10 @@ def plan(settings: Settings, env: Environment, target: dict, context: dict) -> d
         log.info("canary wave: %s; then, once every canary passed: %s", ", ".join(waves["canary"]),
                  ", ".join(waves["rest"]) or "nothing")
     attempt = start_attempt(book, env, t.revision, t.base, t.tree, context)
-    book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})
-    hooks.github(settings).set_status(env.name, t.revision, "pending", run_url(context),
-                                      f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
+    with BeforePods(settings, env, context, "opening the deploy", t.revision, attempt):
+        book.update(attempt, plan=the_plan.to_dict(), links={"run": run_url(context)})
+        hooks.github(settings).set_status(env.name, t.revision, "pending", run_url(context),
+                                          f"deploying {len(the_plan.hubs)} hub(s) on {env.name}")
     return core.Planned(attempt, the_plan.to_dict(), waves, specs["build"], specs["upgrade"]).to_dict()
 
 
@@ -216,9 +249,8 @@ def conclude(settings: Settings, env: Environment, target: dict, planned: dict, 
     built = context["ti"].xcom_pull(task_ids="build_pods") or []  # the builds that were mapped
     conclusion = core.conclude(core.Target.from_dict(target), results.hub_results(context, p),
                                results.build_results(context, built))
-    book = hooks.ledger(settings)
     out = conclusion.to_dict()
-    book.update(p.attempt, releases=out["releases"], verification=out["verification"])
+    outbox.write(settings, env.name, "update", p.attempt, releases=out["releases"], verification=out["verification"])
     if conclusion.outcome is Outcome.SUCCESS:
         try:  # what the next environment checks before it deploys the same images
             registry = hooks.registry(settings)
@@ -226,8 +258,9 @@ def conclude(settings: Settings, env: Environment, target: dict, planned: dict, 
         except RegistryError as exc:
             log.warning("image digests not recorded (the next environment cannot compare them): %s", exc)
             digests = {}
-        book.update(p.attempt, digests=digests, promotion="owed" if settings.next_environment(env.name) else "none")
-        book.finish(p.attempt, Outcome.SUCCESS.ledger, conclusion.detail)
+        outbox.write(settings, env.name, "update", p.attempt, digests=digests,
+                     promotion="owed" if settings.next_environment(env.name) else "none")
+        outbox.write(settings, env.name, "finish", p.attempt, Outcome.SUCCESS.ledger, conclusion.detail)
     log.info("%s (run %s)", conclusion.detail, context["dag_run"].run_id)
     return out
 
@@ -240,11 +273,14 @@ def decide(conclusion: dict | None) -> list[str]:
 
 
 def promote(settings: Settings, env: Environment, revision: str, attempt: int, hubs: int, context: dict) -> dict:
-    """Status success and the promotion PR to the next environment (merged when `promotion.mode: merge`, only
-    while its head is still the verified revision). Safe to retry: the PR is found before it is made."""
-    from hubflow.clients.github import NotMergeable
+    """Status success and the promotion PR to the next environment. With `promotion.mode: merge` the first
+    environment's run then makes the same checked promotion as hubflow_promote (its gates, then the merge at
+    exactly the verified revision, booked in the ledger's promotions): a gate that refuses leaves the PR open and
+    says why (hubflow.airflow.promotion.automatic). Safe to retry: the PR is found before it is made, the
+    promotion is the run's own in the ledger."""
+    from hubflow.airflow import promotion
 
-    gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
+    gh, url = hooks.github(settings), run_url(context)
     gh.set_status(env.name, revision, "success", url, f"verified {hubs} hub(s) on {env.name}")
     links: dict[str, str] = {"run": url}
     state = "none"
@@ -253,14 +289,10 @@ def promote(settings: Settings, env: Environment, revision: str, attempt: int, h
         if pull:
             links["promotion"], state = pull.url, "opened"
             log.info("promotion PR #%s: %s", pull.number, pull.url)
-            if settings.promotion.mode == "merge":
-                try:
-                    links["promotion merge"] = gh.merge(pull.number, expected_head=revision)
-                    state = "merged"
-                    log.info("promotion PR #%s merged: %s", pull.number, links["promotion merge"])
-                except NotMergeable as exc:
-                    log.warning("promotion PR #%s left open: %s", pull.number, exc)
-    book.update(attempt, links=links, promotion=state)
+            if settings.promotion.mode == "merge" and env.name == settings.environments[0].name:
+                outcome, _ = promotion.automatic(settings, revision, pull.to_dict(), context)
+                state = outcome.value  # merged, refused (the PR stays open, the line says why) or opened
+    outbox.write(settings, env.name, "update", attempt, links=links, promotion=state)
     return links
 
 
@@ -291,12 +323,11 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, conc
     from hubflow.clients.github import RevertRefused
     from hubflow.clients.revert import RevertConflict
 
-    gh, book, url = hooks.github(settings), hooks.ledger(settings), run_url(context)
+    gh, url = hooks.github(settings), run_url(context)
     t, c = core.Target.from_dict(target), Conclusion.from_dict(conclusion)
     after = core.aftermath(c, t)
     after.links = {"run": url}
-    if after.hold:
-        book.hold(t.revision, env.name, c.detail)
+    unwritten = after.hold and outbox.write(settings, env.name, "hold", t.revision, env.name, c.detail)
     if after.revert:
         try:
             reverted = gh.revert(env.name, t.base, t.revision, c.detail, {"run": url})
@@ -307,12 +338,22 @@ def fail(settings: Settings, env: Environment, target: dict, planned: dict, conc
             after.state, after.note = core.revert_note("refused", error=str(exc))
         except RevertConflict as exc:
             after.state, after.note = core.revert_note("conflict", files=exc.files)
+    if unwritten:  # said in the comments too: the hold is not in force until the ledger has it
+        after.note += (f"; the ledger could not be written ({unwritten}): the hold and this outcome are written "
+                       "when it returns")
     gh.set_status(env.name, t.revision, after.status, url, c.detail)
     if c.outcome is Outcome.FAILED:
         body = core.failure_comment(env.name, t.revision, c, after.note, after.links)
+        before = settings.previous_environment(env.name)
+        if before and after.revert:  # the revert is a commit only this environment has: the one action after it
+            body += (f"- the revert is a commit {before.name} lacks: "
+                     f"{realign(before.name, env.name, before.branch, env.branch)}\n")
         for pull in gh.merged_pulls(t.base, t.revision) if t.base else []:
             after.links[f"comment #{pull.number}"] = gh.comment(pull.number, f"hubflow-{env.name}-{t.revision}", body)
-    book.update(core.Planned.from_dict(planned).attempt, links=after.links, revert=after.note)
+    late = outbox.write(settings, env.name, "update", core.Planned.from_dict(planned).attempt, links=after.links,
+                        revert=after.note)
+    if late and not unwritten:
+        after.note += f"; the ledger could not be written ({late}): this outcome is written when it returns"
     log.warning("%s; %s", c.detail, after.note)
     return after.to_dict()
 
@@ -333,11 +374,11 @@ def record(settings: Settings, env: Environment, target: dict | None, planned: d
         log.info("%s", line)
         return line
     links = dict(after.links if after else {}, run=run_url(context))
-    if ended:
-        if ended.attempt:  # the task that ended the run set the status; the ledger gets the closing line
-            hooks.ledger(settings).finish(ended.attempt, outcome.ledger, line)
-    elif p:
-        hooks.ledger(settings).finish(p.attempt, outcome.ledger, line)
+    attempt = ended.attempt if ended else p.attempt if p else None
+    unwritten = attempt and outbox.write(settings, env.name, "finish", attempt, outcome.ledger, line)
+    if unwritten and "the ledger could not be written" not in line:
+        line += f"; the ledger could not be written ({unwritten}): this outcome is written when it returns"
+    if p and not ended:  # a task that ended the run early set the status itself
         try:
             hooks.github(settings).set_status(env.name, t.revision, outcome.status, links["run"],
                                               f"{outcome}: {c.detail}" if c else line)
@@ -411,14 +452,17 @@ def deploy_dag(settings: Settings, env: Environment):  # noqa: C901 - one nested
             "revision": Param(None, type=["null", "string"], title="Revision",
                               description="a commit on the branch (empty: the branch head; a newer head wins)"),
             "force_reason": Param(None, type=["null", "string"], title="Force reason",
-                                  description="pass the gate anyway; the ledger keeps who forced it and why"),
+                                  description="pass the gate anyway, or deploy every hub after the branch was "
+                                              "rewritten; the ledger keeps who forced it and why"),
         },
     )
     def deploy():  # noqa: C901 - one nested function per task, no logic
         @task(task_id="resolve",
               doc_md="Fetch the repository; the target revision, the last deployed one; held/frozen/nothing new.")
         def _resolve() -> dict:
-            return resolve(settings, env, get_current_context())
+            context = get_current_context()
+            with BeforePods(settings, env, context, "resolve"):
+                return resolve(settings, env, context)
 
         @task.branch(task_id="route",
                      doc_md="Deploy, catch up an owed promotion, or stop here successfully (the reason is logged).")
@@ -428,11 +472,15 @@ def deploy_dag(settings: Settings, env: Environment):  # noqa: C901 - one nested
         @task(task_id="gate",
               doc_md="Promote exactly what was tested: the tree must match a verified tree of the previous env.")
         def _gate(target: dict) -> str | None:
-            return gate(settings, env, target, get_current_context())
+            context = get_current_context()
+            with BeforePods(settings, env, context, "the gate", target["revision"]):
+                return gate(settings, env, target, context)
 
         @task(task_id="plan", doc_md="Plan the range; open the ledger attempt; status pending; list the pods.")
         def _plan(target: dict) -> dict:
-            return plan(settings, env, target, get_current_context())
+            context = get_current_context()
+            with BeforePods(settings, env, context, "planning", target["revision"]):
+                return plan(settings, env, target, context)
 
         @task(task_id="catch_up", outlets=[verified], **BOOKKEEPING,
               doc_md="A verified revision whose promotion never happened (GitHub was down): status and PR now.")
@@ -441,7 +489,9 @@ def deploy_dag(settings: Settings, env: Environment):  # noqa: C901 - one nested
 
         @task(task_id="build_pods", doc_md="Ask the registry which tags are missing: only those images are built.")
         def _build_pods(target: dict, planned: dict) -> list[dict]:
-            return build_pods(settings, env, target, planned, get_current_context())
+            context = get_current_context()
+            with BeforePods(settings, env, context, "checking the registry", target["revision"], planned["attempt"]):
+                return build_pods(settings, env, target, planned, context)
 
         @task(task_id="build", **POD_RETRIES, doc_md="Build and push one image through the Docker Engine API.")
         def _docker_build(target: dict, planned: dict, image: str) -> dict:

@@ -3,9 +3,12 @@ smoke-tested and compared with what its branch head says, one report per environ
 one GitHub issue kept up to date). The decisions are hubflow.core.nightly's; this module gathers and reports.
 
 Never overlapping a deploy: each environment first waits (a sensor in reschedule mode: no worker slot held) while
-the ledger has a `running` attempt of that environment younger than a deploy can live; deploys never wait for the
-nightly, so the report checks again at the end, and results of checks that a deploy started during are recorded
-as discarded (the ledger and Slack say so, the GitHub issue is left as it was) instead of raising a false alarm.
+Airflow says a deploy run of that environment (`hubflow_deploy_<env>`) is queued or running, however long its waves
+take; a ledger attempt left `running` by a run Airflow says has ended is abandoned: not waited for, and reported.
+Deploys never wait for the nightly, so the report checks again at the end, and results of checks that a deploy ran
+during are recorded as discarded (the ledger and Slack say so, the GitHub issue is left as it was) instead of
+raising a false alarm. Tasks ask Airflow through the Task SDK (the task instance's `get_dr_count` and
+`get_dagrun_state`), never its database; when Airflow cannot be asked, the ledger's age decides as before.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, get_c
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow.airflow import hooks
+from hubflow.airflow import hooks, outbox
 from hubflow.airflow.results import RESULT_KEY
 from hubflow.airflow.runs import end_run, mirror, on_failure, run_url, unknown_params, verification
 from hubflow.core import nightly
@@ -36,7 +39,8 @@ DOC = """
 Every hub of every environment (`{envs}`), at `{cron}` ({tz}) or by hand (optionally some environments, some
 hubs, without the smoke tests):
 
-1. **wait_for_deploys**: while a deploy of the environment runs, wait (rescheduled, no worker slot held).
+1. **wait_for_deploys**: while Airflow says a deploy run of the environment is queued or running, wait
+   (rescheduled, no worker slot held); a ledger attempt left `running` by a run that ended is reported as abandoned.
 2. **inventory**: the fleet at the branch head. 3. **verify** (one per hub): the smoke test, retried once.
 4. **inspect**: helm's release records against the branch (chart, image tags, values digest, revision), releases
    stuck in pending-* or left failed, every image in the registry with the verified digest, the promotion lag.
@@ -53,12 +57,39 @@ def _aware(t: dt.datetime) -> dt.datetime:
 
 
 def _attempts(settings: Settings, env: Environment, limit: int = 50) -> list[dict]:
-    return [{"run_id": a.run_id, "revision": a.revision, "outcome": a.outcome, "started_at": _aware(a.started_at)}
+    return [{"run_id": a.run_id, "revision": a.revision, "outcome": a.outcome, "started_at": _aware(a.started_at),
+             "finished_at": _aware(a.finished_at) if a.finished_at else None}
             for a in hooks.ledger(settings).attempts(env.name, limit)]
+
+
+def deploy_dag_id(env: Environment) -> str:
+    return f"hubflow_deploy_{env.name}"
+
+
+def _deploy_runs(env: Environment, attempts: list[dict], context: dict) -> nightly.DeployRuns | None:
+    """What Airflow says about the deploy runs of `env`: how many are queued or running, and the state of the run
+    of each ledger attempt still `running` (None: Airflow has no such run). None when Airflow cannot be asked."""
+    ti, dag_id = context["ti"], deploy_dag_id(env)
+    try:
+        live = ti.get_dr_count(dag_id=dag_id, states=list(nightly.LIVE))
+        states: dict[str, str | None] = {}
+        for a in attempts:
+            rid = a["run_id"]
+            if a["outcome"] != "running" or not rid or rid in states:
+                continue
+            known = ti.get_dr_count(dag_id=dag_id, run_ids=[rid])  # counted first: a run Airflow lacks is a 404
+            state = ti.get_dagrun_state(dag_id=dag_id, run_id=rid) if known else None
+            states[rid] = None if state is None else str(getattr(state, "value", state))
+    except Exception as exc:  # noqa: BLE001 - the API server's answer failed: fall back on the ledger, and say so
+        log.warning("Airflow could not say whether a deploy of %s runs (%s): the ledger's age decides", env.name, exc)
+        return None
+    return nightly.DeployRuns(live, states)
 
 
 def start(settings: Settings, context: dict) -> dict:
     """The run's choices, checked before anything runs: which environments and hubs, smoke or not."""
+    from hubflow.clients.ledger import LedgerError
+
     unknown = unknown_params(context)
     if unknown:
         end_run(context, Ended(Outcome.REFUSED, unknown))
@@ -70,20 +101,36 @@ def start(settings: Settings, context: dict) -> dict:
         end_run(context, Ended(Outcome.REFUSED, f"unknown environment(s) {', '.join(map(repr, bad))}; "
                                                 f"configured: {names}"))
     choice = {"environments": wanted, "hubs": params.get("hubs") or None, "smoke": params.get("smoke") is not False}
+    try:
+        outbox.catch_up(settings)  # what the ledger missed while it was down, before the report reads it
+    except LedgerError as exc:
+        log.warning("the ledger cannot be reached (%s): the checks run, the report says what it could not read", exc)
     log.info("nightly verification of %s; hubs: %s; smoke tests: %s", ", ".join(wanted),
              ", ".join(choice["hubs"] or ["all"]), "yes" if choice["smoke"] else "no")
     return choice
 
 
-def wait_for_deploys(settings: Settings, env: Environment, choice: dict) -> PokeReturnValue:
+def wait_for_deploys(settings: Settings, env: Environment, choice: dict, context: dict) -> PokeReturnValue:
+    """Done when Airflow has no deploy run of the environment queued or running (see core.nightly.deploy_running);
+    an attempt the ledger still has `running` whose run has ended is logged as abandoned and not waited for."""
+    from hubflow.clients.ledger import LedgerError
+
     if env.name not in choice["environments"]:
         raise AirflowSkipException(f"{env.name} was not asked for")
-    running = nightly.deploy_running(_attempts(settings, env, 20), dt.datetime.now(dt.timezone.utc),
+    try:
+        attempts = _attempts(settings, env, 20)
+    except LedgerError as exc:  # Airflow's own record still says whether a deploy runs
+        log.warning("the ledger cannot be reached (%s): Airflow alone says whether a deploy of %s runs", exc, env.name)
+        attempts = []
+    airflow = _deploy_runs(env, attempts, context)
+    running = nightly.deploy_running(attempts, airflow, dt.datetime.now(dt.timezone.utc),
                                      nightly.deploy_window(settings.timeouts))
     if running:
-        log.info("a deploy of %s runs (run %s, revision %s, since %s): waiting", env.name, running["run_id"],
-                 running["revision"][:12], running["started_at"].isoformat(timespec="seconds"))
-    return PokeReturnValue(is_done=running is None)
+        log.info("%s", nightly.waiting_line(env.name, running))
+        return PokeReturnValue(is_done=False)
+    for a in nightly.abandoned(attempts, airflow):
+        log.warning("%s: %s", env.name, nightly.abandoned_finding(a).detail)
+    return PokeReturnValue(is_done=True)
 
 
 def inventory(settings: Settings, env: Environment, choice: dict) -> dict:
@@ -237,6 +284,19 @@ def _lag(settings: Settings, env: Environment, repo, head: str, now: dt.datetime
     return nightly.promotion_lag(source, env.name, verified, set(), now)
 
 
+def _not_checked(settings: Settings, env: Environment, context: dict) -> str:
+    """Why the environment's checks did not run: a deploy still live after the wait, or the branch or its fleet."""
+    from hubflow.clients.ledger import LedgerError
+
+    try:
+        attempts = _attempts(settings, env, 20)
+    except LedgerError:
+        attempts = []
+    running = nightly.deploy_running(attempts, _deploy_runs(env, attempts, context), dt.datetime.now(dt.timezone.utc),
+                                     nightly.deploy_window(settings.timeouts))
+    return nightly.not_checked(env.name, running, nightly.wait_seconds(settings.timeouts))
+
+
 def report(settings: Settings, env: Environment, choice: dict | None, inv: dict | None, state: dict | None,
            context: dict) -> dict:
     """One summary: the log table, the ledger, the GitHub issue (unless discarded), Slack; fails when not ok, and
@@ -248,8 +308,7 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
     if env.name not in choice["environments"]:
         raise AirflowSkipException(f"{env.name} was not asked for")
     if not inv:
-        raise AirflowFailException(f"{env.name} was not checked: the branch or its fleet could not be read "
-                                   "(see inventory)")
+        raise AirflowFailException(_not_checked(settings, env, context))
     ti, url = context["ti"], run_url(context)
     results = {hub: ti.xcom_pull(task_ids=f"{env.name}.verify", key=RESULT_KEY, map_indexes=i)
                for i, hub in enumerate(inv["smoke_hubs"])}
@@ -265,8 +324,11 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
     env_findings = [nightly.Finding(**f) for f in (state or {}).get("findings", [])]
     if state is None:
         env_findings.append(nightly.Finding("platform", "releases, images and lag were not checked: see inspect"))
-    since = dt.datetime.fromisoformat(inv["started_at"])
-    overlapped = nightly.overlapping(_attempts(settings, env, 20), since)
+    since, attempts = dt.datetime.fromisoformat(inv["started_at"]), _attempts(settings, env, 20)
+    airflow = _deploy_runs(env, attempts, context)
+    env_findings += [nightly.abandoned_finding(a) for a in nightly.abandoned(attempts, airflow)]
+    overlapped = nightly.overlapping(attempts, since, airflow, dt.datetime.now(dt.timezone.utc),
+                                     nightly.deploy_window(settings.timeouts))
     if overlapped:
         overlapped = {"run_id": overlapped["run_id"], "revision": overlapped["revision"]}
     summary = nightly.summarize(env.name, inv["head"], rows, env_findings, dt.datetime.now(dt.timezone.utc),
@@ -299,10 +361,11 @@ def report(settings: Settings, env: Environment, choice: dict | None, inv: dict 
 
 def nightly_dag(settings: Settings | None = None):
     settings = settings or load_settings()
-    window = nightly.deploy_window(settings.timeouts)
-    from hubflow.clients.smoke import CLEANUP_SECONDS
+    wait = nightly.wait_seconds(settings.timeouts)
+    from hubflow.clients.smoke import task_seconds
 
-    verify_timeout = timedelta(seconds=2 * (settings.timeouts.smoke_seconds + CLEANUP_SECONDS) + 120)
+    # two tries, each may wait its turn behind a deploy's verification of the hub, then run and clean up
+    verify_timeout = timedelta(seconds=task_seconds(settings.timeouts.smoke_seconds, tries=2) + 120)
 
     @dag(
         dag_id=DAG_ID,
@@ -333,10 +396,10 @@ def nightly_dag(settings: Settings | None = None):
             @task_group(group_id=env.name)
             def environment(env: Environment = env):
                 @task.sensor(task_id="wait_for_deploys", mode="reschedule", poke_interval=POKE_SECONDS,
-                             timeout=window + POKE_SECONDS,
-                             doc_md="Wait while a deploy of this environment runs (the ledger's running attempt).")
+                             timeout=wait + POKE_SECONDS,
+                             doc_md="Wait while Airflow says a deploy run of this environment is queued or running.")
                 def _wait(choice: dict) -> PokeReturnValue:
-                    return wait_for_deploys(settings, env, choice)
+                    return wait_for_deploys(settings, env, choice, get_current_context())
 
                 @task(task_id="inventory", doc_md="The branch head and the hubs of its fleet.")
                 def _inventory(choice: dict) -> dict:

@@ -12,7 +12,7 @@ from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hubflow.airflow.results import FAULT_KEY
-from hubflow.core.deploy import PodFacts, pod_fault
+from hubflow.core.deploy import PodFacts, pod_fault, tried
 from hubflow.core.settings import Environment, Settings
 from hubflow.k8s.pods import EXECUTION_MARGIN_SECONDS, LABEL, Kind, base_pod, compose, pod_seconds
 
@@ -60,9 +60,12 @@ class HubflowPodOperator(KubernetesPodOperator):
     like any other, so a hub name or revision holding `{{ ... }}` would run as a template. Nothing here needs Jinja.
 
     When the pod does not succeed, the cluster's own account of it (exit code, termination message, waiting reason,
-    scheduling) is judged by `hubflow.core.deploy.pod_fault`; the verdict goes to XCom (`fault`) for `conclude`,
-    and the task fails with it as its last line. A pod that never started is deleted, so it cannot start later
-    behind the run's back; a pod still running is left for the retry to re-attach to (durable mode).
+    scheduling, and the pod's own reason when its node evicted, preempted or lost it) is judged by
+    `hubflow.core.deploy.pod_fault`; the verdict goes to XCom (`fault`) for `conclude`, and the task fails with it
+    as its last line. A failed build is built again once before that verdict stands (`hubflow.core.deploy.tried`:
+    the try fails retriably while the task has a retry left, and the last try's verdict says how many failed).
+    A pod that never started is deleted, so it cannot start later behind the run's back; a pod still running is
+    left for the retry to re-attach to (durable mode).
     """
 
     template_fields = ()
@@ -101,11 +104,12 @@ class HubflowPodOperator(KubernetesPodOperator):
         facts = self._facts(exc, context)
         kind = self.labels.get(f"{LABEL}kind", "pod")
         subject = self.labels.get(f"{LABEL}hub") or self.labels.get(f"{LABEL}image") or ""
-        fault = pod_fault(kind, facts)
-        context["ti"].xcom_push(key=FAULT_KEY, value=fault.to_dict())
+        ti = context["ti"]
+        fault = tried(kind, pod_fault(kind, facts), ti.try_number, self.retries + 1)
+        ti.xcom_push(key=FAULT_KEY, value=fault.to_dict())
         message = f"{kind} {subject}: {fault.summary} ({fault.blame} fault)"
-        if fault.retry:
-            raise AirflowException(message) from exc  # retried: the next try re-attaches to the same pod
+        if fault.retry:  # retried: the next try re-attaches to the same pod, or builds the image again
+            raise AirflowException(message) from exc
         raise AirflowFailException(message) from exc
 
     def _facts(self, exc: Exception, context) -> PodFacts:
@@ -120,6 +124,7 @@ class HubflowPodOperator(KubernetesPodOperator):
             return facts
         status = pod.status
         facts.reason, facts.message = status.reason, status.message
+        facts.pod_reason, facts.pod_message = status.reason, status.message  # the container's do not hide them
         for c in status.init_container_statuses or []:
             if c.state and c.state.terminated and c.state.terminated.exit_code:
                 facts.init_failed = c.name
@@ -127,6 +132,9 @@ class HubflowPodOperator(KubernetesPodOperator):
         for cond in status.conditions or []:
             if cond.type == "PodScheduled" and cond.status == "False":
                 facts.unschedulable = cond.message or cond.reason or "unschedulable"
+            if cond.type == "DisruptionTarget" and cond.status == "True":  # preempted, drained, node lost
+                facts.disruption = cond.reason
+                facts.pod_message = facts.pod_message or cond.message
         base = next((c for c in status.container_statuses or [] if c.name == self.base_container_name), None)
         state = base.state if base else None
         if state and state.terminated:

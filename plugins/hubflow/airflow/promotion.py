@@ -15,13 +15,13 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
-from hubflow.airflow import hooks
+from hubflow.airflow import hooks, outbox
 from hubflow.airflow.results import step
 from hubflow.airflow.runs import end_run, ended_by, mirror, run_url, task_states, unknown_params, who
 from hubflow.core import promotion
 from hubflow.core.deploy import Refused
 from hubflow.core.messages import outcome_message
-from hubflow.core.outcomes import Ended, Outcome
+from hubflow.core.outcomes import Ended, Outcome, PromotionOutcome
 from hubflow.core.settings import Settings, load_settings
 
 log = logging.getLogger("hubflow")
@@ -31,8 +31,10 @@ ANSWER_KEY = "answer"  # XCom of the approval: chosen_options, responded_by_user
 
 DOC = """
 ### Promote {source} to {target}
-By hand only. **check**: the form, then the gates (verified on {source}, not held, {target} not frozen, newer than
-what {target} runs, soak time {soak} min) — the first that fails refuses, before anything changes.
+By hand (and, with `promotion.mode: merge`, the same gates at the end of every green {source} run). **check**: the
+form, then the gates (verified on {source}, not held, {target} not frozen, newer than what {target} runs, merging
+it into {target} gives the verified tree, soak time {soak} min) — the first that fails refuses, before anything
+changes.
 **open**: the one promotion PR `{source} -> {target}` with the evidence (in merge mode: GitHub must say it is
 mergeable). {approval}**merge** (merge mode): merges the PR at exactly the checked revision; {target}'s deploy then
 runs from its branch watcher. **record**: the ledger (who, what, when, why, the gates), Slack, a PR comment and one
@@ -61,6 +63,7 @@ def run_check(settings: Settings, context: dict) -> dict:
     try:
         promotion.check_params(mode(settings, context), params.get("reason"))
         source, target = promotion.environments(settings)
+        outbox.catch_up(settings)  # a hold a failure path could not write is in force before the gates read
         book = hooks.ledger(settings)
         repo = mirror(settings)
         wanted = params.get("revision") or promotion.default_revision(book, source)
@@ -169,8 +172,9 @@ def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
     if mode(settings, context) != "merge":
         raise AirflowSkipException("pull_request mode: a person merges the PR on GitHub")
     again = promotion.Candidate(c["source"], c["target"], c["revision"], c["tree"], c["subject"])
-    try:  # an approval may take hours: a hold or a freeze that came meanwhile still stops the merge
-        promotion.gates(settings, again, mirror(settings, c["revision"]), hooks.ledger(settings),
+    try:  # an approval may take hours: a hold, a freeze or a commit on the target that came meanwhile still stops
+        # the merge (the mirror is fetched again: the "same tree" gate merges onto the target's head as it is now)
+        promotion.gates(settings, again, mirror(settings), hooks.ledger(settings),
                         hooks.freeze_switch(c["target"]), dt.datetime.now(dt.timezone.utc))
     except promotion.GateRefused as exc:
         refuse(context, f"{exc} (checked again just before merging)")
@@ -180,6 +184,54 @@ def run_merge(settings: Settings, c: dict, pull: dict, context: dict) -> str:
         refuse(context, f"mergeable: {exc}")
     log.info("merged PR #%d as %s", pull["number"], sha)
     return sha
+
+
+def automatic(settings: Settings, revision: str, pull: dict, context: dict) -> tuple[PromotionOutcome, str]:
+    """`promotion.mode: merge`, at the end of the run that verified `revision` on the first environment: the same
+    checked promotion as this DAG's (the gates, GitHub's merge gate, the merge at exactly the verified revision)
+    and the same record (the ledger's promotions, a PR comment, Slack, a log line). A gate that refuses leaves the
+    PR open and says why; with `promotion.approval: required` nobody is asked here: the line says to start this DAG.
+    Safe to retry: the run's promotion is found again in the ledger, the merge is a no-op once merged."""
+    from hubflow.clients.github import GitHubError, NotMergeable
+
+    source, target = promotion.environments(settings)
+    gh, book, repo, url = hooks.github(settings), hooks.ledger(settings), mirror(settings), run_url(context)
+    c = promotion.Candidate(source, target, revision, repo.tree_id(revision),
+                            repo.git("log", "-1", "--format=%s", revision).strip(),
+                            evidence={f"verification on {source}": url})
+    pid = book.start_promotion(source, target, revision, c.tree, "merge",
+                               f"promotion.mode: merge, after the run that verified it on {source}",
+                               promotion.AUTOMATIC, context["dag_run"].run_id)
+    ended, merged, failed = None, None, None
+    approval = settings.promotion.approval == "required"
+    try:
+        promotion.gates(settings, c, repo, book, hooks.freeze_switch(target), dt.datetime.now(dt.timezone.utc))
+        if not approval:
+            detail = promotion.mergeable(revision, gh.branch_head(source), pull, gh.unmergeable(pull["number"]))
+            c.gates.append({"gate": "mergeable", "ok": True, "detail": detail})
+            merged = gh.merge(pull["number"], expected_head=revision)
+    except promotion.GateRefused as exc:
+        ended = Ended(Outcome.REFUSED, str(exc))
+    except Refused as exc:  # the merge gate
+        c.gates.append({"gate": "mergeable", "ok": False, "detail": str(exc)})
+        ended = Ended(Outcome.REFUSED, str(exc))
+    except NotMergeable as exc:
+        c.gates.append({"gate": "mergeable", "ok": False, "detail": str(exc)})
+        ended = Ended(Outcome.REFUSED, f"mergeable: {exc}")
+    except GitHubError as exc:  # booked, then raised: the task's retry tries again
+        failed = str(exc)
+    outcome, line = promotion.automatic(c.to_dict(), ended, pull, merged, approval, failed)
+    links = {"run": url, "PR": pull["url"]}
+    for g in c.gates:
+        log.info("gate %s: %s", "passed" if g["ok"] else "REFUSED", g["detail"])
+    book.finish_promotion(pid, outcome.value, line, gates=c.gates, pull=pull, merged=merged, links=links)
+    _comment(settings, pull["number"], f"hubflow-promotion-{pid}",
+             f"**hubflow: {outcome}**\n\n{line}\n\n[run]({url})")
+    hooks.notify(settings, outcome_message(target, revision, outcome, line, links))
+    (log.info if outcome.ok else log.warning)("%s", line)
+    if failed:
+        raise GitHubError(line)
+    return outcome, line
 
 
 def run_record(settings: Settings, approval: bool, context: dict) -> str:

@@ -30,15 +30,30 @@ def mirror(settings: Settings, have: str | None = None) -> Repo:
 
 def verification(settings: Settings, env: Environment, hub: str, base: str | None, head: str) -> dict:
     """One hub's smoke verification as its JSON result, never raising: a verification that cannot even be attempted
-    (no token, the repository or the fleet unreadable) is a failed result that blames the platform."""
+    (no token, the repository or the fleet unreadable, the hub kept busy by other verifications for too long) is a
+    failed result that blames the platform. One at a time per hub and environment, across the deploy and nightly
+    DAGs: it waits its turn through the ledger, outside the verification's time (clients.verification)."""
     from hubflow.clients.verification import verify_hub
 
     try:
         return verify_hub(settings, env.name, hub, mirror(settings, head), base, head,
-                          hooks.smoke_token(env.smoke_token_conn_id))
+                          hooks.smoke_token(env.smoke_token_conn_id), ledger=hooks.ledger(settings),
+                          holder=_holder())
     except Exception as exc:  # noqa: BLE001 - whatever stopped it, the revision was not what failed
         return {"ok": False, "blame": Blame.PLATFORM.value, "hub": hub, "environment": env.name, "checks": [],
                 "error": f"the verification could not be attempted: {exc}"}
+
+
+def _holder() -> str:
+    """Who verifies, in words another waiting verification logs: the DAG, the run and the task."""
+    from airflow.sdk import get_current_context
+
+    try:
+        ti = get_current_context()["ti"]
+    except Exception:  # noqa: BLE001 - outside a task (a test, the CLI): still a name
+        return "a hubflow verification"
+    which = f"{ti.task_id}[{ti.map_index}]" if ti.map_index is not None and ti.map_index >= 0 else ti.task_id
+    return f"{ti.dag_id} run {ti.run_id}, task {which}"
 
 
 def run_url(context: dict) -> str:

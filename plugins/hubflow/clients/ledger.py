@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,17 @@ attempts = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
-holds = sa.Table(
+holds = sa.Table(  # one row per hold, kept when it is cleared: at most one in force per revision
     "hubflow_holds", metadata,
-    sa.Column("revision", sa.String(64), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("revision", sa.String(64), nullable=False, index=True),  # a full commit sha, never an abbreviation
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("env", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("held_by", sa.String(250)),  # NULL: held before who was recorded (migration 0004)
+    sa.Column("cleared_at", sa.DateTime(timezone=True)),  # NULL while the hold is in force
+    sa.Column("cleared_by", sa.String(250)),
+    sa.Column("clear_reason", sa.Text),
 )
 
 promotions = sa.Table(
@@ -90,6 +96,16 @@ reports = sa.Table(
     sa.Index("ix_hubflow_reports_kind_env", "kind", "env"),
 )
 
+verification_leases = sa.Table(  # one verification per hub and environment at a time, across the DAGs (migration 0005)
+    "hubflow_verification_leases", metadata,
+    sa.Column("env", sa.String(64), primary_key=True),
+    sa.Column("hub", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False),  # the holder's own id: taking again with it renews
+    sa.Column("holder", sa.String(500), nullable=False),  # who, in words: DAG, run, task
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),  # then anyone may take it
+)
+
 # an attempt's outcome is `running` until it concludes, then the ledger word of its Outcome (hubflow.core.outcomes)
 OUTCOMES = LEDGER_WORDS
 
@@ -99,6 +115,8 @@ _MIGRATE_LOCK = 0x6875_6266_6C6F_77  # "hubflow": the PostgreSQL advisory lock t
 _MIGRATING = threading.Lock()  # alembic's `context` is process-global: one migration per process at a time
 
 TRANSIENT = (sa.exc.OperationalError, sa.exc.DisconnectionError, sa.exc.InterfaceError)
+FULL_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256 object names, as git prints them
+HOLDER = "hubflow"  # who holds a revision when hubflow's own failure path does
 
 
 class LedgerError(HubflowError):
@@ -317,27 +335,57 @@ class Ledger:
                 hubs.update(dict.fromkeys(h["name"] for h in json.loads(record).get("plan", {}).get("hubs", [])))
         return list(hubs)
 
-    @_retried
-    def hold(self, revision: str, env: str, reason: str) -> None:
-        with self.engine.begin() as c:
-            if not c.execute(sa.select(holds.c.revision).where(holds.c.revision == revision)).first():
-                c.execute(holds.insert().values(revision=revision, env=env, reason=reason, created_at=_now()))
+    # ------------------------------------------------------------ holds (a full sha each; cleared ones are kept)
 
     @_retried
+    def hold(self, revision: str, env: str, reason: str, by: str | None = HOLDER) -> bool:
+        """Hold `revision`, a full commit sha (an abbreviation would hold nothing: every check compares full shas;
+        `hubflow hold` resolves what people type). While a hold of it is in force the first one stays, reason and
+        who alike, so a retried write changes nothing. Returns whether this call made the hold."""
+        if not FULL_SHA.fullmatch(revision):
+            raise ValueError(f"a hold takes a full commit sha, not {revision!r}")
+        with self.engine.begin() as c:
+            if c.execute(sa.select(holds.c.id).where(holds.c.revision == revision, holds.c.cleared_at.is_(None))
+                         ).first():
+                return False
+            c.execute(holds.insert().values(revision=revision, env=env, reason=reason, held_by=by, created_at=_now()))
+            return True
+
     def held(self, revision: str) -> str | None:
-        """The reason `revision` is held, or None."""
-        with self.engine.connect() as c:
-            return c.execute(sa.select(holds.c.reason).where(holds.c.revision == revision)).scalar()
+        """The reason `revision` (a full sha) is held, or None when no hold of it is in force."""
+        hold = self.hold_of(revision)
+        return hold["reason"] if hold else None
 
     @_retried
-    def clear_hold(self, revision: str) -> bool:
+    def hold_of(self, revision: str) -> dict[str, Any] | None:
+        """The hold of `revision` in force (revision, reason, env, created_at, held_by, ...), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(holds).where(holds.c.revision == revision, holds.c.cleared_at.is_(None))
+                            .order_by(holds.c.id).limit(1)).first()
+        return dict(row._mapping) if row else None
+
+    @_retried
+    def clear_hold(self, revision: str, by: str | None = None, reason: str | None = None) -> bool:
+        """Lift the hold of `revision` in force, keeping it as history with who lifted it, when and why. Returns
+        whether one was in force."""
         with self.engine.begin() as c:
-            return c.execute(holds.delete().where(holds.c.revision == revision)).rowcount > 0
+            return c.execute(holds.update().where(holds.c.revision == revision, holds.c.cleared_at.is_(None))
+                             .values(cleared_at=_now(), cleared_by=by, clear_reason=reason)).rowcount > 0
 
     @_retried
     def holds(self) -> list[dict[str, Any]]:
+        """The holds in force, oldest first."""
         with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(sa.select(holds).order_by(holds.c.created_at))]
+            return [dict(r._mapping) for r in c.execute(sa.select(holds).where(holds.c.cleared_at.is_(None))
+                                                        .order_by(holds.c.created_at, holds.c.id))]
+
+    @_retried
+    def cleared_holds(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The holds lifted, the last lifted first, with who held and who cleared each and why."""
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(holds).where(holds.c.cleared_at.is_not(None))
+                                                        .order_by(holds.c.cleared_at.desc(), holds.c.id.desc())
+                                                        .limit(limit))]
 
     # ------------------------------------------------------------ promotions
 
@@ -394,3 +442,56 @@ class Ledger:
             row = c.execute(sa.select(reports).where(reports.c.kind == kind, reports.c.env == env)
                             .order_by(reports.c.id.desc()).limit(1)).first()
         return {**row._mapping, "summary": json.loads(row.summary)} if row else None
+
+    # ------------------------------------------------------------ verification leases (one per hub at a time)
+
+    def take_verification(self, env: str, hub: str, token: str, holder: str, seconds: float) -> dict[str, Any] | None:
+        """Take the lease on verifying `hub` in `env` for `seconds`. None: this holder (`token`) has it now; else the
+        lease of the verification that has it ({holder, taken_at, expires_at}): wait and ask again. A lease past its
+        expiry is anyone's (its holder died); taking it again with the same token renews it (a retried call)."""
+        try:
+            return self._take_lease(env, hub, token, holder, seconds)
+        except sa.exc.IntegrityError:  # another holder took it in the same instant
+            now = _now()
+            return self.verification_lease(env, hub) or {"holder": "another verification", "taken_at": now,
+                                                         "expires_at": now}
+
+    @_retried
+    def _take_lease(self, env: str, hub: str, token: str, holder: str, seconds: float) -> dict[str, Any] | None:
+        now = _now()
+        lease = verification_leases.c
+        with self.engine.begin() as c:
+            c.execute(verification_leases.delete().where(lease.env == env, lease.hub == hub,
+                                                         sa.or_(lease.expires_at <= now, lease.token == token)))
+            row = c.execute(sa.select(verification_leases).where(lease.env == env, lease.hub == hub)).first()
+            if row is not None:
+                return _lease(row)
+            c.execute(verification_leases.insert().values(env=env, hub=hub, token=token, holder=holder[:500],
+                                                          taken_at=now,
+                                                          expires_at=now + dt.timedelta(seconds=seconds)))
+        return None
+
+    @_retried
+    def release_verification(self, env: str, hub: str, token: str) -> None:
+        """Let the lease go (only the holder's own: one that expired and was taken by another stays theirs)."""
+        lease = verification_leases.c
+        with self.engine.begin() as c:
+            c.execute(verification_leases.delete().where(lease.env == env, lease.hub == hub, lease.token == token))
+
+    @_retried
+    def verification_lease(self, env: str, hub: str) -> dict[str, Any] | None:
+        """Who verifies `hub` in `env` now ({holder, taken_at, expires_at}), or None."""
+        lease = verification_leases.c
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(verification_leases).where(lease.env == env, lease.hub == hub,
+                                                                 lease.expires_at > _now())).first()
+        return _lease(row) if row else None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A time read back from the database, aware (SQLite keeps UTC without its zone)."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _lease(row: sa.Row) -> dict[str, Any]:
+    return {"holder": row.holder, "taken_at": _utc(row.taken_at), "expires_at": _utc(row.expires_at)}

@@ -2,12 +2,22 @@
 
 The hub answers; the smoke user `hubflow-smoke-1` gets a server; a kernel on that server imports every package that
 must be there (at its pinned version); an optional notebook runs cell by cell; and, whatever happened, the kernel,
-the server and the user are removed. A spawn that runs out of its own time budget (spawn_timeout) is retried once as
-`hubflow-smoke-2` before the revision is blamed: a slow spawn is often the cluster (a node scaling up, an image
-pull), and a second name gets a fresh pod and volume (in z2jh a user's PVC outlives the user, and a pod that is
-still terminating blocks a new one of the same name). Each check has a status, a duration and a detail that names
-the endpoint, the package or the cell, so the ledger, the commit comment and Slack can say what broke; `blame` says
-whose fault a failure is (see blame_of).
+the server and the user are removed. Each check has a status, a duration and a detail that names the endpoint, the
+package or the cell, so the ledger, the commit comment and Slack can say what broke; `blame` says whose fault a
+failure is (see blame_of).
+
+Time, in three budgets: the whole verification has `timeout` (the operator's limit, what the task can afford); each
+spawn has `spawn_timeout` of its own; the other checks have `checks_timeout` (the hub's smoke limit), which the time
+spent spawning or waiting for another verification does not use up. A spawn still pending when its budget runs out,
+with no failure from the hub, is the cluster's capacity (a node scaling up, an image pull), not the revision: it is
+retried once as `hubflow-smoke-2` (a second name gets a fresh pod and volume: in z2jh a user's PVC outlives the user,
+and a pod that is still terminating blocks a new one of the same name), and if that one is still pending too, the
+failure blames the platform. Settings where the retry cannot fit are refused (hubflow.core.settings.Timeouts).
+
+Earned blame: only a hub that answers and misbehaves is the revision's fault. A smoke user that already exists when
+this run creates it (409), or that is deleted while this run uses it, means another verification or a person is on
+it: the platform's fault. hubflow runs one verification per hub and environment at a time (the ledger's lease,
+hubflow.clients.verification), so between its own runs this does not happen.
 
 Least privilege: the service token may touch only these two users (JupyterHub scope filters), so a leaked token
 cannot read or act for anyone else. Fixed names are what makes that possible (a filter names users; it cannot
@@ -36,7 +46,7 @@ Plain Python (requests against the hub's REST API; the kernel in hubflow.clients
 hubflow.clients.probe, the notebook in hubflow.clients.notebook): the CLI, the Airflow task and the tests use it
 alike. The service token goes in a header only and never into a detail; the server is used with a short-lived token
 scoped to that user. Idempotent requests are retried under hubflow's one policy (hubflow.clients.retry).
-The nightly DAG file imports this module at parse time (CLEANUP_SECONDS sizes a timeout): its imports stay light,
+The nightly DAG file imports this module at parse time (task_seconds sizes a timeout): its imports stay light,
 and the kernel's (jupyter_client, zmq) and the retry policy load when they are used.
 """
 from __future__ import annotations
@@ -67,7 +77,12 @@ NEEDED_SCOPES = tuple(f"{scope}!user={user}" for user in SMOKE_USERS
                       for scope in ("admin:users", "servers", "tokens"))
 RUN_NOTE = "hubflow smoke verification"  # the note on the smoke user's token: a run holds the user until it expires
 CLEANUP_SECONDS = 30  # cleanup may run this long past the deadline: leaving a user behind is worse than a late result
+LEASE_MARGIN_SECONDS = 30  # a request that ends a little after the limit (see hold_seconds)
+AFTER_USER = ("user", "server", "kernel", "packages", "notebook")  # the checks that use the smoke user
 RETRY_ATTEMPTS = 3  # tries of an idempotent request (network errors, 502-504)
+
+
+STILL_STARTING = "the server was still starting and the hub reported no failure: capacity, not the revision"
 
 
 class SmokeError(HubflowError):
@@ -94,8 +109,9 @@ class _Unavailable(_Failed):
     """A gateway's 502, 503 or 504: the hub behind it may answer the next time."""
 
 
-class _SpawnTimeout(_Failed):
-    """The spawn used up its own budget (the overall limit still had time): worth one retry."""
+class _SpawnTimeout(_PlatformFault):
+    """The server was still starting when the spawn's budget (or the verification's limit) ran out, and the hub
+    reported no failure: capacity (a node scaling up, an image pull), not the revision. Worth one retry."""
 
 
 class _Skipped(Exception):
@@ -149,33 +165,54 @@ def held_until(tokens: list[dict], now: float) -> float | None:
 def blame_of(checks: list[Check], faults: dict[str, str]) -> str | None:
     """Whose fault the first failure is. "platform": hubflow or what stands in front of the hub (nothing answers
     HTTP at its URL: DNS, load balancer, TLS certificate, network; or the hub refuses hubflow's token or its scopes;
-    or another verification holds the smoke users): no revert, the next trigger tries again. "revision": a hub that
-    answers but misbehaves. None when every check passed."""
+    or another verification holds the smoke users, created one first (409) or deleted it under this run; or a spawn
+    still pending with no failure from the hub: capacity): no revert, the next trigger tries again. "revision": a
+    hub that answers but misbehaves. None when every check passed."""
     failed = [c for c in checks if c.status == "failed"]
     return faults.get(failed[0].name, "revision") if failed else None
 
 
 def verify(hub_url: str, token: str, packages: list[Package] = (), notebook: Notebook | None = None,
            timeout: float = 300, report: Callable[[Check], None] | None = None,
-           spawn_timeout: float = 300) -> Verification:
+           spawn_timeout: float = 300, checks_timeout: float | None = None) -> Verification:
     """Run every check against the hub at `hub_url` within `timeout` seconds (cleanup may take CLEANUP_SECONDS more).
 
     Each spawn has `spawn_timeout` seconds of its own (within `timeout`); a spawn that runs out of it is retried once
-    with a fresh user. `report` is called with each check when it starts (status "running") and when it ends.
+    with a fresh user. The other checks have `checks_timeout` (default: `timeout`), not counting the time spent
+    spawning or waiting for another verification. `report` is called with each check when it starts (status
+    "running") and when it ends.
     """
     parts = urlsplit(hub_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SmokeError(f"hub URL {hub_url!r} is not an http(s) URL")
     if not token:
         raise SmokeError("no smoke token: set HUBFLOW_SMOKE_TOKEN or the environment's smoke token connection")
-    return _Run(hub_url.rstrip("/"), token, list(packages), notebook, timeout, spawn_timeout, report).run()
+    return _Run(hub_url.rstrip("/"), token, list(packages), notebook, timeout, spawn_timeout,
+                timeout if checks_timeout is None else checks_timeout, report).run()
+
+
+def hold_seconds(timeout: float) -> int:
+    """How long a verification with limit `timeout` can keep its hub's smoke users at most (its cleanup included,
+    and a margin for a request that ends just after the limit): the length of its lease and of its user's token."""
+    return int(timeout) + CLEANUP_SECONDS + LEASE_MARGIN_SECONDS
+
+
+def wait_seconds(timeout: float) -> int:
+    """How long a verification waits for the hub's other verifications at most (hubflow.clients.verification): one
+    at its longest, then one more that took the hub first (e.g. the nightly's second try)."""
+    return 2 * hold_seconds(timeout)
+
+
+def task_seconds(timeout: float, tries: int = 1) -> int:
+    """A bound for a task that runs `tries` verifications of one hub in turn: each may wait, then run and clean up."""
+    return tries * (wait_seconds(timeout) + hold_seconds(timeout))
 
 
 class _Run:
     def __init__(self, url: str, token: str, packages: list[Package], notebook: Notebook | None, timeout: float,
-                 spawn_timeout: float, report: Callable[[Check], None] | None):
+                 spawn_timeout: float, checks_timeout: float, report: Callable[[Check], None] | None):
         self.url, self.packages, self.notebook, self.timeout = url, packages, notebook, timeout
-        self.spawn_timeout = spawn_timeout
+        self.spawn_timeout, self.checks_timeout = spawn_timeout, checks_timeout
         self.spawn_deadline: float | None = None  # while a spawn runs
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
         self.report = report or (lambda check: None)
@@ -184,7 +221,8 @@ class _Run:
         self.hub.headers["Authorization"] = f"token {token}"
         self.single = requests.Session()  # the single-user server, with the smoke user's own token
         self.start = time.monotonic()
-        self.deadline = self.start + timeout
+        self.end = self.start + timeout  # the verification's limit, everything included
+        self.deadline = self.start + checks_timeout  # the checks' own: spawning and waiting for others move it on
         self.user: str | None = None
         self.users: list[str] = []  # created by this run, to remove
         self.faults: dict[str, str] = {}  # check -> blame, for failed checks
@@ -207,7 +245,7 @@ class _Run:
                         self.result.check(later).detail = f"not run: {name} failed"
                     break
         finally:
-            self.deadline = max(self.deadline, time.monotonic()) + CLEANUP_SECONDS
+            self.end = self.deadline = max(self.end, time.monotonic()) + CLEANUP_SECONDS
             self._step("cleanup", self.cleanup)
             self.hub.close()
             self.single.close()
@@ -234,19 +272,46 @@ class _Run:
             check.seconds = round(time.monotonic() - t, 3)
             if check.status == "running":  # an unexpected error: still a result, then it propagates
                 check.status, check.detail = "failed", "internal error"
+            elif check.status == "failed" and name in AFTER_USER and self.faults.get(name, "revision") == "revision" \
+                    and self.user_gone():
+                check.detail += (f"; user {self.user} was deleted while this check ran (by another verification or "
+                                 f"a person): not the revision's fault")
+                self.faults[name] = "platform"
             self.report(check)
         return check.status != "failed"
 
+    def user_gone(self) -> bool:
+        """Whether the hub no longer knows this run's smoke user (someone deleted it under the run)."""
+        if self.user is None:
+            return False
+        try:
+            r = self.hub.get(f"{self.url}/hub/api/users/{self.user}", timeout=5)
+        except requests.RequestException:
+            return False
+        return r.status_code == 404
+
+    def budget_end(self) -> float:
+        """When the time of the step that runs now ends: a spawn's own, or the checks' (within the limit)."""
+        return min(self.end, self.spawn_deadline if self.spawn_deadline is not None else self.deadline)
+
     def remaining(self, what: str) -> float:
         now = time.monotonic()
-        left = self.deadline - now
-        if left <= 0:
-            raise _Failed(f"timed out after {now - self.start:.0f}s (limit {self.timeout:.0f}s) while {what}")
-        if self.spawn_deadline is None:
-            return left
-        if self.spawn_deadline <= now:
-            raise _SpawnTimeout(f"spawn timeout: not ready within {self.spawn_timeout:.0f}s (while {what})")
-        return min(left, self.spawn_deadline - now)
+        elapsed = f"timed out after {now - self.start:.0f}s"
+        if self.spawn_deadline is not None:  # a spawn: its own budget, within the verification's limit
+            if now >= self.end:
+                raise _SpawnTimeout(f"{elapsed} (limit {self.timeout:.0f}s) while {what}")
+            if now >= self.spawn_deadline:
+                raise _SpawnTimeout(f"spawn timeout: not ready within {self.spawn_timeout:.0f}s (while {what})")
+            return self.budget_end() - now
+        if now >= self.deadline:  # the checks used up their own time: the hub's doing
+            moved = self.deadline - self.start - self.checks_timeout
+            besides = f", besides {moved:.0f}s spawning or waiting for another verification" if moved >= 1 else ""
+            raise _Failed(f"{elapsed} (limit {self.checks_timeout:.0f}s{besides}) while {what}")
+        if now >= self.end:  # the verification's limit, before the checks' own: the spawns or the waits took it
+            raise _PlatformFault(f"{elapsed} (limit {self.timeout:.0f}s) while {what}, before the checks used their "
+                                 f"{self.checks_timeout:.0f}s: spawning or waiting for another verification took "
+                                 f"the rest")
+        return self.budget_end() - now
 
     # -- HTTP
 
@@ -274,7 +339,7 @@ class _Run:
         from hubflow.clients.retry import retrying
 
         return retrying(what, transient=lambda exc: isinstance(exc, (_NoAnswer, _Unavailable)),
-                        attempts=RETRY_ATTEMPTS, deadline=max(0.0, self.deadline - time.monotonic()))(attempt)
+                        attempts=RETRY_ATTEMPTS, deadline=max(0.0, self.budget_end() - time.monotonic()))(attempt)
 
     def hub_api(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
         return self.request(self.hub, method, f"{self.url}/hub/api{path}", what, **kwargs)
@@ -317,21 +382,25 @@ class _Run:
                     self.remove_user(name)
                     removed.append(name)
                     break
-                if time.monotonic() + 1 >= self.deadline:
+                if time.monotonic() + 1 >= self.end:
                     stamp = datetime.fromtimestamp(until).astimezone().isoformat(timespec="seconds")
                     raise _PlatformFault(f"another verification of this hub holds user {name} until {stamp}: "
                                          f"one verification per hub at a time")
                 time.sleep(1)
                 waited += 1
+        self.deadline += waited  # waiting for another verification is not this hub's time
         wait = f"waited {waited:.0f}s for another verification; " if waited else ""
         return wait + (f"removed {len(removed)}: {', '.join(removed)}" if removed else "none")
 
     def create_user(self, name: str = SMOKE_USERS[0]) -> str:
-        self.hub_api("POST", f"/users/{name}", "creating the smoke user", ok=(201,))
+        r = self.hub_api("POST", f"/users/{name}", "creating the smoke user", ok=(201, 409))
+        if r.status_code == 409:  # someone made it after the leftovers were removed: never this run's revision
+            raise _PlatformFault(f"user {name} already exists (POST /hub/api/users/{name} answered 409): another "
+                                 f"verification of this hub, or a person, is using it; not the revision's fault")
         self.users.append(name)
         self.user = name
         self.result.user = name
-        expires = int(self.deadline - time.monotonic()) + CLEANUP_SECONDS
+        expires = int(self.end - time.monotonic()) + CLEANUP_SECONDS + LEASE_MARGIN_SECONDS
         token = self.hub_api("POST", f"/users/{name}/tokens", "creating the smoke user's token", ok=(200, 201),
                              json={"scopes": [f"access:servers!user={name}"], "expires_in": expires,
                                    "note": RUN_NOTE}).json()["token"]
@@ -342,7 +411,8 @@ class _Run:
         try:
             return self.spawn()
         except _SpawnTimeout as first:
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= self.end:  # no time for a retry (settings.Timeouts makes room for one)
+                first.args = (f"{first}; {STILL_STARTING}",)
                 raise
             failed = self.user
             self.hub_api("DELETE", f"/users/{failed}/server", "stopping the timed-out spawn", ok=(202, 204, 400, 404))
@@ -352,17 +422,19 @@ class _Run:
             try:
                 return f"{self.spawn()}; {retry}"
             except _Failed as second:
-                second.args = (f"{self.user}: {second}; {retry}",)
+                still = f"; {STILL_STARTING}" if isinstance(second, _SpawnTimeout) else ""
+                second.args = (f"{self.user}: {second}; {retry}{still}",)
                 raise
 
     def spawn(self) -> str:
-        """Start the current user's server within spawn_timeout."""
+        """Start the current user's server within spawn_timeout (its own time: the checks' deadline moves on)."""
         t = time.monotonic()
         self.spawn_deadline = t + self.spawn_timeout
         try:
             return self._spawn(t)
         finally:
             self.spawn_deadline = None
+            self.deadline += time.monotonic() - t
 
     def _spawn(self, t: float) -> str:
         r = self.request(self.hub, "POST", f"{self.url}/hub/api/users/{self.user}/server", "starting the server",
@@ -442,25 +514,30 @@ class _Run:
         if not self.packages:
             raise _Skipped("no packages to check")
         results, problems, defined = [], [], False
-        for i, package in enumerate(self.packages):
-            if time.monotonic() >= self.deadline:
-                problems.append(f"not checked in time: {', '.join(p.name for p in self.packages[i:])}")
-                break
-            if not defined:
-                _, error = self._execute(probe.definition(), "defining the package probe")
-                if error:
-                    raise _Failed(f"the package probe could not be defined: {_error_text(error)}")
-                defined = True
-            out, error = self._execute(probe.call(package), f"checking {package}")
-            found = None if error else probe.result(out)
-            if found is None:
-                problems.append(f"{package.name}: {_error_text(error) if error else 'the probe printed no result'}")
-                defined = not self.kernel.died
-                continue
-            results.append(found)
-            wrong = probe.problem(found)
-            if wrong:
-                problems.append(wrong)
+        try:
+            for i, package in enumerate(self.packages):
+                if time.monotonic() >= self.deadline:
+                    problems.append(f"not checked in time: {', '.join(p.name for p in self.packages[i:])}")
+                    break
+                if not defined:
+                    _, error = self._execute(probe.definition(), "defining the package probe")
+                    if error:
+                        raise _Failed(f"the package probe could not be defined: {_error_text(error)}")
+                    defined = True
+                out, error = self._execute(probe.call(package), f"checking {package}")
+                found = None if error else probe.result(out)
+                if found is None:
+                    problems.append(f"{package.name}: {_error_text(error) if error else 'the probe printed no result'}")
+                    defined = not self.kernel.died
+                    continue
+                results.append(found)
+                wrong = probe.problem(found)
+                if wrong:
+                    problems.append(wrong)
+        except _PlatformFault as cut:  # the verification's limit: the revision's fault only if a package already was
+            if not problems:
+                raise
+            problems.append(str(cut))
         if problems:
             raise _Failed("; ".join(problems))
         shown = [probe.shown(r) for r in results]
@@ -518,6 +595,8 @@ class _Run:
         """Run code in the kernel; its stdout and its error (ename, evalue), also when it timed out or died."""
         try:
             return self.kernel.execute(code, what)
+        except _PlatformFault:  # the verification's limit ran out before the checks' own time: not the code's doing
+            raise
         except _Failed as exc:  # out of time (what it printed is not read when there is an error)
             return "", {"ename": "", "evalue": str(exc)}
 

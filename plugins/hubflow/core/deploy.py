@@ -48,6 +48,9 @@ class Target:
     skip: str | None = None  # why there is nothing to do, when there is nothing to do
     reverts: list[str] = field(default_factory=list)  # held revisions this range reverts (never revert those again)
     owed: int | None = None  # the verified attempt whose promotion never happened (GitHub was down): do it now
+    # forced after the branch was rewritten: the revision the ledger says runs, which the branch no longer holds.
+    # `base` is then None (the plan deploys every hub); the hubs put back on a failure run this one again.
+    rewritten: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,12 +86,16 @@ class Planned:
 
 
 def resolve(settings: Settings, env: Environment, repo: Repo, ledger: Ledger, requested: str | None = None,
-            freeze_switch: str | None = None) -> Target:
+            freeze_switch: str | None = None, force_reason: str | None = None) -> Target:
     """The revision to deploy and the last one deployed.
 
     The newest head wins: the event or request that woke the run is only a wake-up (a requested revision must be on
     the branch), the branch is read again here, and the range starts at the last revision the ledger says was
     deployed. Queued or missed events therefore lose nothing and never deploy twice.
+
+    When the branch no longer contains that revision (it was rewritten), no range on the branch leads from what
+    runs to the head, so nothing can say which hubs differ: the run is refused, or, forced with a reason (kept in
+    the ledger with who), deploys every hub at the head, and a failure puts the hubs back without a revert.
     """
     (head,) = repo.resolve(env.branch)
     if requested:
@@ -100,10 +107,15 @@ def resolve(settings: Settings, env: Environment, repo: Repo, ledger: Ledger, re
         raise Refused(f"{why_frozen}; nothing was deployed")
     last = ledger.last_success(env.name)
     base = last.revision if last else None
+    rewritten = None
     if base and not repo.is_ancestor(base, head):
-        raise Refused(f"the last deployed revision {base[:12]} is not an ancestor of {head[:12]}: "
-                      f"{env.branch!r} was rewritten; deploy with force to start again from the head")
-    target = Target(env.name, head, base, repo.tree_id(head))
+        if not force_reason:
+            raise Refused(f"{env.name} runs {base[:12]}, which branch {env.branch!r} no longer contains (head "
+                          f"{head[:12]}): the branch was rewritten, so no diff says which hubs differ; nothing was "
+                          f"deployed. To deploy every hub at the head, trigger hubflow_deploy_{env.name} again with "
+                          "force_reason set to why (the ledger keeps who forced it and why)")
+        base, rewritten = None, base
+    target = Target(env.name, head, base, repo.tree_id(head), rewritten=rewritten)
     held = ledger.held(head)
     if last and base == head:
         target.skip = f"{head[:12]} is already deployed in {env.name}"
@@ -129,7 +141,8 @@ def check_holds(repo: Repo, ledger: Ledger, base: str | None, head: str) -> list
     for sha, _ in commits:
         if sha in held and sha not in reverted:
             raise Refused(f"{head[:12]} still contains held revision {sha[:12]} ({held[sha]}): "
-                          "merge its revert first, or clear the hold with `hubflow hold --clear`")
+                          f"merge its revert first, or clear the hold with `hubflow hold --clear {sha[:12]} "
+                          "--reason WHY`")
     return reverted
 
 
@@ -156,7 +169,7 @@ def plan(settings: Settings, repo: Repo, target: Target, ledger: Ledger) -> Plan
     also = {hub: f"redeploy: touched by the failed run of {sha[:12]}, which this range reverts"
             for sha in target.reverts for hub in ledger.planned_hubs(target.env, sha)}
     return make_plan(repo, target.base, target.revision, settings.repository.fleet_file,
-                     [e.name for e in settings.environments], also)
+                     settings.environments, also)  # the environments themselves: their rendered names are checked
 
 
 def promotion_owed(record: dict) -> bool:
@@ -173,10 +186,30 @@ RUNNER_EXIT = {  # the runner's exit codes (include/runner/hubflow-runner): who 
     3: (Blame.PLATFORM, "stuck release"),
     4: (Blame.PLATFORM, "cluster or chart repository unreachable"),
     5: (Blame.PLATFORM, "no sops key"),
+    6: (Blame.PLATFORM, "the cluster could not schedule the hub's pods"),
 }
 PLATFORM_BUILD = ("failed to push", "failed to do request", "connection refused", "no such host", "i/o timeout",
-                  "unauthorized", "denied:", "tls handshake", "503 service unavailable", "502 bad gateway",
-                  "failed to authorize", "toomanyrequests")
+                  "unauthorized", "denied:", "tls handshake", "failed to authorize", "toomanyrequests")
+# A build step that lost the network (pip, conda, apt, curl, git, npm in their own words; lower case): the platform's,
+# whatever the step's last line blames (pip ends with "No matching distribution found" when it could not resolve).
+NETWORK_BUILD = ("temporary failure in name resolution", "temporary failure resolving", "could not resolve host",
+                 "name or service not known", "connection failed", "failed to establish a new connection",
+                 "connection timed out", "read timed out", "operation timed out", "could not connect to",
+                 "unable to connect to", "network is unreachable", "connection reset by peer", "eai_again",
+                 "etimedout", "econnreset", "503 service unavailable", "502 bad gateway", "504 gateway time")
+# The pod's own reason when its node or the scheduler stopped it (the container's reason, Error or
+# ContainerStatusUnknown with exit 137, would hide it), and the reasons of a DisruptionTarget condition.
+NODE_REASONS = {"Evicted": "evicted by its node", "Preempting": "preempted by its node for a critical pod",
+                "NodeLost": "lost with its node", "Terminated": "stopped by its node's shutdown",
+                "Shutdown": "stopped by its node's shutdown", "NodeShutdown": "stopped by its node's shutdown",
+                "UnexpectedAdmissionError": "refused by its node", "NodeAffinity": "refused by its node"}
+DISRUPTIONS = {"PreemptionByScheduler": "preempted by the scheduler for a higher-priority pod",
+               "PreemptionByKubeScheduler": "preempted by the scheduler for a higher-priority pod",
+               "DeletionByTaintManager": "deleted because its node became unreachable or not ready",
+               "DeletionByPodGC": "deleted because its node is gone",
+               "EvictionByEvictionAPI": "evicted (its node was drained)",
+               "TerminationByKubelet": "stopped by its node (resource pressure or shutdown)"}
+SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 
@@ -195,19 +228,29 @@ class PodFacts:
     init_failed: str | None = None  # name of an init container (the clone) that failed
     running: bool = False  # still running when the task failed (a dead or interrupted worker)
     error: str = ""  # what the operator raised
+    pod_reason: str | None = None  # the pod's own reason (Evicted, Preempting, NodeLost...), kept apart from `reason`
+    pod_message: str | None = None  # the pod's own message (what the node said when it evicted it)
+    disruption: str | None = None  # the reason of the pod's DisruptionTarget condition (PreemptionByScheduler...)
 
 
 def pod_fault(kind: str, facts: PodFacts) -> Fault:
     """Who is to blame for a pod that did not succeed, and one sentence saying what happened.
 
     Only a pod that ran hubflow's step to its end and reported the revision's fault blames the revision; a pod
-    that never scheduled, could not pull its image, lacked a Secret, lost its clone, was killed or ran out of
-    time, and every unexplained operator error, is the platform's.
+    that never scheduled, could not pull its image, lacked a Secret, lost its clone, was evicted, preempted or
+    lost with its node, was killed or ran out of time, and every unexplained operator error, is the platform's.
+    A build is the revision's only when it ran out of memory or failed in its own words; one that lost the
+    network (name resolution, timeouts, a mirror's 503) or the registry is the platform's.
     """
     platform = Blame.PLATFORM
     detail = _last_line(facts.message) or _last_line(facts.error)
     if not facts.exists:
         return Fault(platform, f"the {kind} pod could not be created: {_last_line(facts.error) or 'no pod'}")
+    disrupted = _disrupted(facts)
+    if disrupted:
+        said = _last_line(facts.pod_message)
+        return Fault(platform, f"the {kind} pod was {disrupted}{f': {said}' if said else ''}"
+                               + ("" if kind == "build" else "; check `helm history`: the release may be left pending"))
     if facts.unschedulable:
         return Fault(platform, f"the {kind} pod was never scheduled: {facts.unschedulable}")
     if facts.waiting_reason in PULL_REASONS:
@@ -229,16 +272,52 @@ def pod_fault(kind: str, facts: PodFacts) -> Fault:
         return Fault(platform, f"the {kind} pod succeeded but its task failed: "
                                f"{_last_line(facts.error) or 'no message'}", retry=True)
     if kind == "build":
-        if facts.reason == "OOMKilled" or facts.exit_code == 137:
-            return Fault(Blame.REVISION, "the image build ran out of memory or was killed")
-        if any(p in (facts.message or "").lower() for p in PLATFORM_BUILD):
-            return Fault(platform, f"the build could not reach the registry: {detail}")
-        return Fault(Blame.REVISION, f"the image build failed: {detail or f'exit code {facts.exit_code}'}")
-    if facts.reason == "OOMKilled" or facts.exit_code == 137:
+        return _build_fault(facts, detail)
+    if facts.reason == "OOMKilled" or facts.exit_code in SIGNALS:
         return Fault(platform, f"the {kind} pod was killed (exit {facts.exit_code}, {facts.reason}); "
                                "check `helm history`: the release may be left pending")
     blame, what = RUNNER_EXIT.get(facts.exit_code, (platform, f"the runner exited {facts.exit_code}"))
     return Fault(blame, f"{what}: {detail}" if detail and detail != what else what)
+
+
+def _build_fault(facts: PodFacts, detail: str) -> Fault:
+    """A build pod that ran and exited non-zero: the revision's only when it ran out of memory or failed in its
+    own words; stopped from outside, or lost the registry or the network, it is the platform's."""
+    if facts.reason == "OOMKilled":
+        return Fault(Blame.REVISION, "the image build ran out of memory (OOMKilled)")
+    if facts.exit_code in SIGNALS:  # killed from outside without running out of memory: a node, not the image
+        return Fault(Blame.PLATFORM, f"the build pod was stopped from outside (exit {facts.exit_code}, "
+                                     f"{SIGNALS[facts.exit_code]}) without running out of memory: its node was "
+                                     "drained, shut down or reclaimed")
+    said = (facts.message or "").lower()
+    if any(p in said for p in PLATFORM_BUILD):
+        return Fault(Blame.PLATFORM, f"the build could not reach the registry: {detail}")
+    cause = next((p for p in NETWORK_BUILD if p in said), None)
+    if cause:
+        return Fault(Blame.PLATFORM, f"the build failed on the network ({cause}): {detail}")
+    return Fault(Blame.REVISION, f"the image build failed: {detail or f'exit code {facts.exit_code}'}")
+
+
+def _disrupted(facts: PodFacts) -> str | None:
+    """What stopped a pod from outside, in words, when its node or the scheduler did (None otherwise)."""
+    reason = facts.pod_reason or ""
+    if reason in NODE_REASONS:
+        return NODE_REASONS[reason]
+    if reason.startswith("OutOf"):  # OutOfcpu, OutOfmemory, OutOfpods: the node admitted it and then could not
+        return f"refused by its node ({reason})"
+    return DISRUPTIONS.get(facts.disruption or "")
+
+
+def tried(kind: str, fault: Fault, try_number: int, tries: int) -> Fault:
+    """The verdict of try `try_number` of `tries` of a pod's task. A failed build is built again before anyone is
+    blamed (its tag is its content, so building it again is safe, and a network or node hiccup then costs no run):
+    while a try remains its fault comes back with `retry` set and says so; the last try's says how many failed.
+    Other kinds, and faults that already re-attach to their pod (`retry`), are unchanged."""
+    if kind != "build" or fault.retry:
+        return fault
+    if try_number < tries:
+        return Fault(fault.blame, f"{fault.summary}; building it again (try {try_number} of {tries})", retry=True)
+    return Fault(fault.blame, f"{fault.summary} (after {try_number} tries)") if try_number > 1 else fault
 
 
 def _last_line(text: str | None) -> str:
@@ -310,6 +389,10 @@ def aftermath(conclusion: Conclusion, target: Target) -> Aftermath:
     if conclusion.outcome is Outcome.PLATFORM:
         return Aftermath(False, False, Outcome.PLATFORM, "not the revision's fault: it is not held and not reverted; "
                                                          "run again once the platform is fixed")
+    if target.rewritten:
+        return Aftermath(True, False, Outcome.STOPPED, f"the branch was rewritten: no revert on it leads back to "
+                         f"{target.rewritten[:12]}; revert {target.revision[:12]} or fix forward (then clear its "
+                         "hold), and deploy with force_reason again")
     if target.reverts:
         return Aftermath(True, False, Outcome.STOPPED, "the failed range reverts held revision(s) "
                          + ", ".join(r[:12] for r in target.reverts)
@@ -370,7 +453,8 @@ def _closing(env: str, target: Target | None, planned: Planned | None, conclusio
              after: Aftermath | None, paths: Paths, rollbacks: dict[str, Step],
              ended: Ended | None) -> tuple[Outcome, str]:
     rev = target.revision[:12] if target else "?"
-    before = target.base[:12] if target and target.base else "nothing (first deploy)"
+    was = (target.base or target.rewritten) if target else None  # after a forced rewrite: off the branch
+    before = was[:12] if was else "nothing (first deploy)"
     if ended:  # a task before the pods ended the run itself (a refusal, a platform fault): nothing was touched
         if ended.outcome is Outcome.PLATFORM:
             return Outcome.PLATFORM, (f"{env}: PLATFORM FAULT: {ended.detail}; {rev} is not held and not reverted; "

@@ -7,12 +7,14 @@ discovered hub's own file), the field path and the reason, all at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from hubflow.core.documents import ConfigError, StrictModel, parse_yaml, top_mapping, validation_problems
 from hubflow.core.paths import RepoPath, check_glob, check_repo_path
+from hubflow.core.settings import Environment, fleet_name_problems
 
 
 class HubImage(StrictModel):
@@ -25,7 +27,9 @@ class Smoke(StrictModel):
     packages: list[str] = Field([], description="always checked in this hub's kernel, on top of the plan's changed "
                                                 "packages")
     notebook: RepoPath | None = Field(None, description="repository path of a notebook to execute")
-    timeout_seconds: int = Field(300, gt=0)
+    timeout_seconds: int = Field(300, gt=0, description="how long this hub's checks may take besides starting the "
+                                 "smoke user's server (which has the settings' timeouts.spawn_seconds); the whole "
+                                 "verification stays within timeouts.smoke_seconds")
 
 
 _NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -158,12 +162,22 @@ def _fleet_problems(f: Fleet, environments: list[str] | None) -> list[tuple[str,
     return problems
 
 
+Environments = Sequence[str] | Sequence[Environment]
+
+
+def environment_names(environments: Environments | None) -> list[str] | None:
+    """The names of `environments` (given by name or as the settings' environments)."""
+    return None if environments is None else [e if isinstance(e, str) else e.name for e in environments]
+
+
 def parse_fleet(text: str, source: str = "<fleet>", discovered: dict[str, str] | None = None,
-                environments: list[str] | None = None) -> Fleet:
+                environments: Environments | None = None) -> Fleet:
     """Validate a fleet file. `discovered` maps each per-hub file found by `hub_discovery` to its text.
 
     A discovered hub is named after its folder; its file holds the same fields as a hub entry, minus name and folder.
-    `hub_defaults` fill what a hub leaves out (field by field).
+    `hub_defaults` fill what a hub leaves out (field by field). Given the settings' environments (not only their
+    names), the helm release and namespace each environment renders for each hub are checked too: valid for helm
+    and Kubernetes, and no two in the same place on one cluster.
     """
     data = top_mapping(parse_yaml(text, source), source)
     problems: list[tuple[str, str, str]] = []
@@ -196,8 +210,16 @@ def parse_fleet(text: str, source: str = "<fleet>", discovered: dict[str, str] |
             problems.append(_locate(path, source, origin, len(hubs)))
             problems[-1] = (*problems[-1][:2], reason)
         raise ConfigError(problems) from None
-    for path, reason in _fleet_problems(fleet, environments):
+    for path, reason in _fleet_problems(fleet, environment_names(environments)):
         problems.append((*_locate(path, source, origin, len(hubs))[:2], reason))
+    if environments is not None:
+        envs = [e for e in environments if isinstance(e, Environment)]
+        names = list(dict.fromkeys(h.name for h in fleet.hubs))  # a duplicate name is reported already
+        index = {h.name: i for i, h in reversed(list(enumerate(fleet.hubs)))}
+        for n, reason in fleet_name_problems(envs, names):
+            i = index[names[n]]  # a discovered hub's name is its folder's: no field of its file holds it
+            problems.append((*_locate(f"hubs[{i}].name" if i < len(hubs) else f"hubs[{i}]", source, origin,
+                                      len(hubs))[:2], reason))
     if problems:
         raise ConfigError(problems)
     return fleet

@@ -259,23 +259,115 @@ def promotion_lag(source: str, target: str, verified: list[tuple[str, dt.datetim
 
 
 def deploy_window(timeouts: Any) -> int:
-    """Seconds a live deploy can take (its timeouts end to end): an attempt `running` for longer was abandoned."""
+    """Seconds one deploy's steps can take end to end (its timeouts): the ledger's age rule, used only when Airflow
+    cannot be asked whether a deploy runs (an attempt `running` for longer is then taken as abandoned)."""
     return (timeouts.build_seconds + timeouts.pod_startup_seconds + timeouts.helm_seconds
             + timeouts.smoke_seconds)
 
 
-def deploy_running(attempts: list[dict], now: dt.datetime, window: int) -> dict | None:
-    """The newest attempt still `running` that started less than `window` seconds ago ({run_id, revision,
-    started_at}), or None: the nightly waits for it (a deploy changes what it would check)."""
-    for a in attempts:
-        if a["outcome"] == "running" and (now - a["started_at"]).total_seconds() < window:
-            return a
+WAIT_WINDOWS = 3  # how many deploy windows the nightly waits for live deploys before it gives up (waves add up)
+
+
+def wait_seconds(timeouts: Any) -> int:
+    """How long the nightly waits while Airflow says a deploy of the environment is queued or running: a deploy of
+    several waves (canaries, then the rest in slots of max_parallel) lives a few windows; a run still live after
+    that is stuck, and the nightly ends saying it could not check rather than waiting into the next night."""
+    return WAIT_WINDOWS * deploy_window(timeouts)
+
+
+LIVE = ("queued", "running")  # Airflow's states of a deploy run that is live (queued: it starts when one ends)
+
+
+@dataclass(frozen=True)
+class DeployRuns:
+    """What Airflow says about the deploy runs of one environment (`hubflow_deploy_<env>`)."""
+    live: int  # runs queued or running (queued: it starts as soon as the running one ends)
+    states: dict[str, str | None]  # run id of each ledger attempt still `running` -> its state (None: no such run)
+
+
+def deploy_running(attempts: list[dict], airflow: DeployRuns | None, now: dt.datetime, window: int) -> dict | None:
+    """The deploy the nightly waits for (a deploy changes what it would check), or None.
+
+    Airflow decides: the newest ledger attempt still `running` whose run Airflow says is queued or running, however
+    old it is (a long wave is not abandoned); else, with a deploy run of the environment queued or running that has
+    not opened its attempt yet, that run (`run_id` and `revision` None). An attempt `running` whose run Airflow says
+    has ended is not waited for (see `abandoned`). `airflow` None (Airflow could not be asked): the ledger's age
+    decides, the newest attempt still `running` that started less than `window` seconds ago."""
+    running = [a for a in attempts if a["outcome"] == "running"]
+    if airflow is None:
+        return next((a for a in running if (now - a["started_at"]).total_seconds() < window), None)
+    live = next((a for a in running if airflow.states.get(a["run_id"]) in LIVE), None)
+    if live is not None:
+        return dict(live, state=airflow.states[live["run_id"]])
+    if airflow.live:
+        return {"run_id": None, "revision": None, "started_at": None, "state": "queued or running"}
     return None
 
 
-def overlapping(attempts: list[dict], since: dt.datetime) -> dict | None:
-    """A deploy attempt that started after the checks began (`since`): the results may show it, not the night."""
-    return next((a for a in attempts if a["started_at"] >= since), None)
+def abandoned(attempts: list[dict], airflow: DeployRuns | None) -> list[dict]:
+    """Ledger attempts still `running` whose run Airflow says has ended (or does not know): abandoned, each with
+    Airflow's `state` (None: no such run). What such a deploy changed shows as drift. Empty when Airflow could not
+    be asked."""
+    if airflow is None:
+        return []
+    return [dict(a, state=airflow.states.get(a["run_id"])) for a in attempts
+            if a["outcome"] == "running" and airflow.states.get(a["run_id"]) not in LIVE]
+
+
+def waiting_line(env: str, deploy: dict) -> str:
+    """The sensor's log line while it waits for `deploy` (from `deploy_running`)."""
+    if deploy.get("revision") is None:
+        return f"a deploy run of {env} is {deploy.get('state')} in Airflow (no ledger attempt yet): waiting"
+    since = deploy["started_at"].isoformat(timespec="seconds")
+    said = (f"Airflow says its run is {deploy['state']}" if deploy.get("state")
+            else "Airflow could not be asked; the ledger's attempt is younger than a deploy can take")
+    return f"a deploy of {env} runs (run {deploy['run_id']}, revision {deploy['revision'][:12]}, since {since}; " \
+           f"{said}): waiting"
+
+
+def not_checked(env: str, deploy: dict | None, waited: int) -> str:
+    """Why an environment's checks did not run (its inventory left nothing): a deploy Airflow still says is live
+    after the nightly waited `waited` seconds (`deploy` from `deploy_running`), or else the branch or its fleet."""
+    if deploy is None:
+        return (f"{env} was not checked: the branch or its fleet could not be read (see inventory), or the wait for "
+                f"a deploy ended (see wait_for_deploys)")
+    which = (f"run {deploy['run_id']}, revision {deploy['revision'][:12]}" if deploy.get("revision")
+             else "a run that has not opened its ledger attempt yet")
+    return (f"{env} was not checked: a deploy of it still runs ({which}) after the nightly waited "
+            f"{_duration(dt.timedelta(seconds=waited))} for it (see wait_for_deploys); nothing was checked, so "
+            f"nothing it changes is reported as drift")
+
+
+def abandoned_finding(attempt: dict) -> Finding:
+    """A note for an attempt the ledger still has `running` though its run has ended: not waited for, and what
+    it changed is reported as it is (drift), not as a deploy in progress."""
+    state = attempt.get("state")
+    said = f"Airflow says that run ended ({state})" if state else "Airflow has no such run"
+    return Finding("deploy", f"abandoned attempt: the ledger still has the deploy of {attempt['revision'][:12]} "
+                             f"(run {attempt['run_id']}, started {attempt['started_at'].isoformat(timespec='minutes')})"
+                             f" running, but {said}; not waited for: what it changed shows here as it is",
+                   problem=False)
+
+
+def overlapping(attempts: list[dict], since: dt.datetime, airflow: DeployRuns | None = None,
+                now: dt.datetime | None = None, window: int = 0) -> dict | None:
+    """A deploy that ran while the checks did (they began at `since`): the results may show it, not the night.
+
+    A ledger attempt that started or ended after `since`, or one still `running` whose run Airflow says is running
+    (it started before the checks, yet ran during them). An attempt left `running` by a run that has ended is not
+    one (it is `abandoned`). A deploy run without an attempt yet has changed nothing (the attempt is opened before
+    any pod). `airflow` None (Airflow could not be asked): `running` attempts younger than `window` count."""
+    for a in attempts:
+        if a["started_at"] >= since or (a.get("finished_at") and a["finished_at"] >= since):
+            return a
+        if a["outcome"] != "running":
+            continue
+        if airflow is None:
+            if now is not None and (now - a["started_at"]).total_seconds() < window:
+                return a
+        elif airflow.states.get(a["run_id"]) == "running":
+            return a
+    return None
 
 
 def summarize(env: str, head: str, rows: list[HubRow], findings: list[Finding], checked_at: dt.datetime,

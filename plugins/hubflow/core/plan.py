@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from hubflow.core.documents import ConfigError, parse_yaml
 from hubflow.core.errors import HubflowError
-from hubflow.core.fleet import Fleet, Hub, parse_fleet
+from hubflow.core.fleet import Environments, Fleet, Hub, environment_names, parse_fleet
 from hubflow.core.paths import check_glob, glob_match
 
 if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of them
@@ -80,11 +80,12 @@ def image_tag(path_ids: list[tuple[str, str]]) -> str:
     return "h" + digest[:11] if tag.isdigit() else tag
 
 
-def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: list[str] | None = None,
+def read_fleet(repo: Repo, rev: str, fleet_file: str, environments: Environments | None = None,
                check_paths: bool = True) -> Fleet | None:
     """The fleet at `rev` (None when the fleet file does not exist there).
 
-    With `check_paths`, every folder, image path, chart and values file it names must exist at `rev`.
+    With `check_paths`, every folder, image path, chart and values file it names must exist at `rev`. Given the
+    settings' environments, the release and namespace names they render for its hubs are checked too.
     """
     source = f"{fleet_file}@{rev[:12]}"
     text = repo.read_blobs([f"{rev}:{fleet_file}"])[f"{rev}:{fleet_file}"]
@@ -149,11 +150,13 @@ def _check_paths(fleet: Fleet, files: list[str], source: str, rev: str) -> None:
 
 
 def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
-              environments: list[str] | None = None, also: dict[str, str] | None = None) -> Plan:
+              environments: Environments | None = None, also: dict[str, str] | None = None) -> Plan:
     """Plan the range base..head (base None or empty: first deploy, every hub and every image).
 
     `also` names hubs to deploy whatever the diff says, with the reason (the hubs a failed run touched, when
-    the range reverts it); names not in the fleet at head are ignored.
+    the range reverts it); names not in the fleet at head are ignored. Given the settings' environments, the names
+    they render for the hubs at head must be valid and unique (ConfigError otherwise); the fleet at base is
+    what runs now, so only its own validity counts (a range that mends two colliding hubs plans).
     """
     if base:
         base, head = repo.resolve(base, head)
@@ -165,7 +168,7 @@ def make_plan(repo: Repo, base: str | None, head: str, fleet_file: str,
     fleet = read_fleet(repo, head, fleet_file, environments)
     if fleet is None:
         raise PlanError(f"fleet file {fleet_file!r} does not exist at head {head[:12]}")
-    old = read_fleet(repo, base, fleet_file, environments, check_paths=False) if base else None
+    old = read_fleet(repo, base, fleet_file, environment_names(environments), check_paths=False) if base else None
     first = base is None or old is None
     changed = [] if base is None or first or base == head else _relevant_changes(repo, base, head, fleet)
 

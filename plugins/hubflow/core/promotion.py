@@ -109,7 +109,8 @@ def gates(settings: Settings, candidate: Candidate, repo: Repo, ledger: Ledger, 
     for sha in dict.fromkeys((c.revision, verified)):
         held = ledger.held(sha)
         if held:
-            refuse("not held", f"{sha[:12]} is held: {held}; clear it with `hubflow hold {sha[:12]} --clear`")
+            refuse("not held", f"{sha[:12]} is held: {held}; clear it with "
+                               f"`hubflow hold --clear {sha[:12]} --reason WHY`")
     passed("not held", f"{rev} is not held")
 
     why_frozen = frozen(target_env, freeze_switch, now)
@@ -131,6 +132,11 @@ def gates(settings: Settings, candidate: Candidate, repo: Repo, ledger: Ledger, 
                             f"would drop what {c.target} runs")
         passed("newer", f"{rev} is newer than {runs.revision[:12]}, which {c.target} runs")
 
+    ok, detail = same_tree(settings, c, repo)
+    if not ok:
+        refuse("same tree", detail)
+    passed("same tree", detail)
+
     since = live_since(ledger.attempts(c.source, 200), c.tree)
     if since is None:
         last = ledger.last_success(c.source)
@@ -149,6 +155,25 @@ def gates(settings: Settings, candidate: Candidate, repo: Repo, ledger: Ledger, 
     passed("soak", f"verified and live on {c.source} for {minutes} min (soak time "
                    f"{settings.promotion.soak_minutes} min)")
     return c
+
+
+def same_tree(settings: Settings, c: Candidate, repo: Repo) -> tuple[bool, str]:
+    """Promote exactly what was tested: merging the revision into the target branch (as it is in `repo`, fetched)
+    must give the tree verified on the source, or the target's own gate refuses the merged revision and the line
+    stops. (ok, detail); a refusal names the commits only the target has and the one action that recovers."""
+    from hubflow.core import texts
+
+    source_branch, target_branch = settings.environment(c.source).branch, settings.environment(c.target).branch
+    (head,) = repo.resolve(target_branch)
+    if repo.is_ancestor(head, c.revision):
+        return True, f"{c.target} has nothing {c.revision[:12]} lacks: the merge is the verified tree"
+    merged, conflicts = repo.merge_preview(head, c.revision)
+    if conflicts is None and repo.tree_id(merged) == c.tree:
+        return True, f"merging {c.revision[:12]} into {c.target} gives the verified tree {c.tree[:12]}"
+    only = repo.git("log", "--no-merges", "--format=%H %s", f"{c.revision}..{head}").splitlines()
+    only = only or repo.git("log", "--format=%H %s", f"{c.revision}..{head}").splitlines()
+    return False, texts.diverged(c.source, c.target, c.revision, c.tree, only, conflicts, source_branch,
+                                 target_branch)
 
 
 def mergeable(revision: str, source_head: str, pull: dict, unmergeable: str | None) -> str:
@@ -175,6 +200,33 @@ def approval_text(c: dict, mode: str, reason: str | None, who: str, pull: dict, 
     lines += ["", "Evidence:"] + [f"- [{label}]({url})" for label, url in {**c["evidence"], "run": run}.items()]
     lines += ["", "Approve merges the PR; Reject, or no answer in time, leaves the target as it is."]
     return subject, "\n".join(lines) + "\n"
+
+
+AUTOMATIC = "hubflow (promotion.mode: merge)"  # who asked, in the ledger, for a promotion merge mode started
+
+
+def automatic(c: dict, ended: Ended | None, pull: dict, merged: str | None, approval: bool,
+              failed: str | None = None) -> tuple[PromotionOutcome, str]:
+    """(outcome, closing line) of the promotion merge mode starts at the end of a verified run: the same gates as
+    hubflow_promote, and nobody to ask. Merged only when every gate passed; otherwise the PR stays open and the
+    line says why (and when, for the soak time)."""
+    what = f"{c['revision'][:12]} {c['source']} -> {c['target']} (promotion.mode: merge)"
+    pr, target = f"PR #{pull['number']}", c["target"]
+    if merged:
+        return PromotionOutcome.MERGED, (f"promotion {what}: every gate passed, merged {pr} as {merged[:12]}; the "
+                                         f"{target} deploy runs from its branch watcher")
+    if failed:
+        return PromotionOutcome.FAILED, (f"promotion {what}: failed at merge: {failed}; {target} is unchanged "
+                                         f"unless {pr} shows merged (GitHub did not answer)")
+    if ended:
+        line = (f"promotion {what}: {ended.outcome}: {ended.detail}; {pr} stays open and {target} is unchanged; "
+                f"hubflow_promote (mode merge) merges it once the gate passes")
+        return PromotionOutcome(ended.outcome.value), " ".join(line.split())
+    if approval:
+        return PromotionOutcome.OPENED, (f"promotion {what}: every gate passed, and promotion.approval is required: "
+                                         f"start hubflow_promote (mode merge) to ask the approvers; {pr} stays "
+                                         f"open; {target} is unchanged")
+    return PromotionOutcome.OPENED, f"promotion {what}: {pr} is open; {target} is unchanged"
 
 
 def final(c: dict | None, mode: str, ended: Ended | None, pull: dict | None, answer: dict | None,

@@ -9,11 +9,12 @@ import os
 import re
 import string
 import zoneinfo
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from hubflow.core.documents import ConfigError, StrictModel, parse_yaml, top_mapping, validation_problems
 from hubflow.core.errors import HubflowError
@@ -46,6 +47,39 @@ def check_branch_name(name: str) -> str:
     if not name or _REF_BAD.search(name) or name.endswith("."):
         raise ValueError(f"{name!r} is not a valid git branch name")
     return name
+
+
+# helm 4's own rule for a release name (pkg/chart/v2/util/validate_name.go, ValidateReleaseName, which every helm
+# action applies): the Kubernetes name pattern and at most 53 characters (63 less 10 that charts append to it)
+RELEASE_MAX = 53
+_RELEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# a namespace is a DNS-1123 label (the API server's IsDNS1123Label)
+NAMESPACE_MAX = 63
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+SHORTEST_HUB = "a"  # a pattern that fails for this hub name fails for every hub name the fleet allows
+
+
+def release_name_problem(name: str) -> str | None:
+    """Why helm would refuse `name` as a release name (completing "... release 'x' ..."), or None."""
+    if len(name) > RELEASE_MAX:
+        return f"is {len(name)} characters, more than helm's limit of {RELEASE_MAX} for a release name"
+    if not _RELEASE_NAME.fullmatch(name):
+        return ("is not a name helm accepts for a release: lowercase letters, digits, '-' and '.', "
+                "a letter or digit at each end")
+    return None
+
+
+def namespace_problem(name: str) -> str | None:
+    """Why Kubernetes would refuse `name` as a namespace (a DNS-1123 label), or None."""
+    if len(name) > NAMESPACE_MAX:
+        return f"is {len(name)} characters, more than the limit of {NAMESPACE_MAX} for a Kubernetes namespace"
+    if not _DNS_LABEL.fullmatch(name):
+        return ("is not a valid Kubernetes namespace (a DNS-1123 label): lowercase letters, digits and '-', "
+                "a letter or digit at each end")
+    return None
+
+
+NAME_CHECKS = {"release": release_name_problem, "namespace": namespace_problem}
 
 
 class Repository(StrictModel):
@@ -206,6 +240,22 @@ class Environment(StrictModel):
     def url_for(self, hub: str) -> str:
         return self.render(self.hub_url, hub)
 
+    def name_problems(self, hub: str) -> list[tuple[str, str, str]]:
+        """What helm or Kubernetes would refuse in the names this environment renders for `hub`:
+        (field, rendered name, why), for `release` and `namespace`."""
+        out = []
+        for key, check in NAME_CHECKS.items():
+            rendered = self.render(getattr(self, key), hub)
+            why = check(rendered)
+            if why:
+                out.append((key, rendered, why))
+        return out
+
+    def place(self, hub: str) -> tuple[str, str, str]:
+        """Where `hub`'s release lives: (cluster connection, namespace, release); two hubs or environments with
+        the same place would upgrade each other's release."""
+        return self.kubernetes_conn_id, self.namespace_for(hub), self.release_for(hub)
+
 
 class Deploy(StrictModel):
     max_parallel: int = Field(10, ge=1, description="how many hubs upgrade at once in one run (the rest wait for "
@@ -250,15 +300,34 @@ class Schedules(StrictModel):
 
 
 
+# what a verification needs besides its two spawns (the first and its retry): the hub's health and API, the smoke
+# user, then at least a kernel on the server
+SPAWN_ROOM_SECONDS = 60
+
+
 class Timeouts(StrictModel):
     build_seconds: int = Field(3600, gt=0)
     helm_seconds: int = Field(1800, gt=0)
-    smoke_seconds: int = Field(600, gt=0)
-    spawn_seconds: int = Field(300, gt=0, description="how long a smoke user's server may take to start, apart "
-                               "from the package checks")
+    smoke_seconds: int = Field(900, gt=0, description="how long one hub's verification may take in all, its spawns "
+                               "included (a hub's smoke.timeout_seconds limits its other checks); room for two "
+                               "spawns: at least 2 x spawn_seconds + 60")
+    spawn_seconds: int = Field(300, gt=0, description="how long a smoke user's server may take to start (a node "
+                               "scaling up, an image pull), apart from the other checks; a spawn still pending then "
+                               "is retried once with a fresh user, and is the platform's fault, not the revision's")
     pod_startup_seconds: int = Field(600, gt=0)
     github_wait_seconds: int = Field(900, gt=0, description="how long one GitHub operation may wait in all for "
                                      "its retries (5xx, rate limits) before the task fails and Airflow retries it")
+
+    @model_validator(mode="after")
+    def _room_for_the_spawn_retry(self) -> Timeouts:
+        need = 2 * self.spawn_seconds + SPAWN_ROOM_SECONDS
+        if self.smoke_seconds < need:
+            raise ValueError(
+                f"smoke_seconds ({self.smoke_seconds}) leaves no room for the spawn's retry: it must be at least "
+                f"2 x spawn_seconds ({self.spawn_seconds}) + {SPAWN_ROOM_SECONDS} = {need} (raise smoke_seconds "
+                f"or lower spawn_seconds): otherwise a spawn that runs out of its time is never tried again with a "
+                f"fresh user")
+        return self
 
 
 class Resources(StrictModel):
@@ -330,6 +399,49 @@ def _settings_problems(s: Settings) -> list[tuple[str, str]]:
                 problems.append((f"environments[{i}].{key}",
                                  f"duplicate {key} {value!r} (also environments[{seen[(key, value)]}])"))
             seen[(key, value)] = i
+    return problems + _name_problems(s.environments)
+
+
+def _name_problems(environments: list[Environment]) -> list[tuple[str, str]]:
+    """What the settings alone show of the names they render: a pattern that no hub name can make valid, and two
+    environments on one cluster that give every hub the same release in the same namespace. The rest depends on
+    the hub names: the fleet's validation checks it (`fleet_name_problems`)."""
+    problems = []
+    for i, env in enumerate(environments):
+        for key, rendered, why in env.name_problems(SHORTEST_HUB):
+            problems.append((f"environments[{i}].{key}", f"{getattr(env, key)!r} renders {rendered!r} for a hub "
+                             f"named {SHORTEST_HUB!r}, which {why}; no hub name can fix that"))
+    places: dict[tuple[str, str, str], int] = {}
+    for i, env in enumerate(environments):
+        place = env.place("{hub}")  # the hub left as a placeholder: equal here means equal for every hub
+        j = places.setdefault(place, i)
+        if j != i and environments[j].name != env.name:  # a duplicate name is reported already
+            conn, namespace, release = place
+            problems.append((f"environments[{i}].release", f"{env.name} and environments[{j}] "
+                             f"({environments[j].name}) render the same helm release {release!r} in namespace "
+                             f"{namespace!r} on the same cluster ({conn}) for every hub: each would upgrade the "
+                             "other's release; put {env} in the release or the namespace"))
+    return problems
+
+
+def fleet_name_problems(environments: Sequence[Environment], hubs: Sequence[str]) -> list[tuple[int, str]]:
+    """The names the settings' environments (all of them, in order) render for these hubs: (index in `hubs`,
+    reason) for every release or namespace helm or Kubernetes would refuse, and for every hub whose release lands
+    where another hub's already is (in this environment, or in another one on the same cluster)."""
+    problems = []
+    places: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for k, env in enumerate(environments):
+        for i, hub in enumerate(hubs):
+            for key, rendered, why in env.name_problems(hub):
+                problems.append((i, f"hub {hub!r} ({len(hub)} characters): its {env.name} {key} {rendered!r} {why} "
+                                 f"(environments[{k}].{key} is {getattr(env, key)!r})"))
+            place = env.place(hub)
+            other_env, other = places.setdefault(place, (env.name, hub))
+            if (other_env, other) != (env.name, hub):
+                conn, namespace, release = place
+                problems.append((i, f"hub {hub!r} in {env.name} and hub {other!r} in {other_env} render the same "
+                                 f"helm release {release!r} in namespace {namespace!r} on the same cluster ({conn}): "
+                                 "each would upgrade the other's release; rename one"))
     return problems
 
 

@@ -65,6 +65,26 @@ def promotion_body(source: str, target: str, revision: str, source_head: str, ev
     return "\n".join(lines) + "\n"
 
 
+def diverged(source: str, target: str, revision: str, tree: str, only_target: list[str], conflicts: list[str] | None,
+             source_branch: str, target_branch: str) -> str:
+    """The "same tree" gate's refusal: merging `revision` into the target would not give the tree verified on the
+    source, because the target has commits the source lacks (`only_target`: "sha subject" lines, newest first; a
+    revert after a failed deploy, a hotfix). Names them and the one action that recovers."""
+    named = ", ".join(f"{line.split(' ', 1)[0][:12]} {code_span(line.split(' ', 1)[1] if ' ' in line else '')}"
+                      for line in only_target[:5]) + (f" and {len(only_target) - 5} more" if len(only_target) > 5
+                                                       else "")
+    what = (f"merging it into {target} conflicts in {', '.join(conflicts[:5]) or '?'}" if conflicts is not None
+            else f"merging it into {target} would not give the tree verified on {source} ({tree[:12]})")
+    return (f"{revision[:12]}: {what}: {target} has commit(s) {source} lacks: {named or '(merge commits only)'}; "
+            f"{realign(source, target, source_branch, target_branch)}")
+
+
+def realign(source: str, target: str, source_branch: str, target_branch: str) -> str:
+    """The one action that lets promotions through again after a commit only the target has."""
+    return (f"to recover, merge {target} into {source} (a PR `{target_branch}` -> `{source_branch}`): {source} then "
+            f"verifies what {target} has together with its own changes, and the next promotion passes")
+
+
 def revert_texts(env: str, branch: str, base: str, head: str, pulls: list[Pull], reason: str,
                  links: dict[str, str]) -> tuple[str, str, str]:
     """(PR title, commit message, PR body) of a revert; every merge it undoes is named. The commit message ends
