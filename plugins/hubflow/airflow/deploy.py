@@ -433,7 +433,7 @@ def deploy_dag(settings: Settings, env: Environment):  # noqa: C901 - one nested
     verified = verified_asset(settings, env)
 
     @dag(
-        dag_id=f"hubflow_deploy_{env.name}",
+        dag_id=core.deploy_dag_id(env.name),
         schedule=branch_asset(settings, env),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
@@ -600,4 +600,4 @@ def deploy_dag(settings: Settings, env: Environment):  # noqa: C901 - one nested
 def deploy_dags(settings: Settings | None = None) -> dict:
     """{dag_id: DAG} for every configured environment (the settings file is the only thing read)."""
     settings = settings or load_settings()
-    return {f"hubflow_deploy_{env.name}": deploy_dag(settings, env) for env in settings.environments}
+    return {core.deploy_dag_id(env.name): deploy_dag(settings, env) for env in settings.environments}

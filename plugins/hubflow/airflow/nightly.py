@@ -27,6 +27,7 @@ from hubflow.airflow import hooks, outbox
 from hubflow.airflow.results import RESULT_KEY
 from hubflow.airflow.runs import end_run, mirror, on_failure, run_url, unknown_params, verification
 from hubflow.core import nightly
+from hubflow.core.deploy import deploy_dag_id
 from hubflow.core.outcomes import Ended, Outcome
 from hubflow.core.settings import Environment, Settings, load_settings
 
@@ -62,14 +63,10 @@ def _attempts(settings: Settings, env: Environment, limit: int = 50) -> list[dic
             for a in hooks.ledger(settings).attempts(env.name, limit)]
 
 
-def deploy_dag_id(env: Environment) -> str:
-    return f"hubflow_deploy_{env.name}"
-
-
 def _deploy_runs(env: Environment, attempts: list[dict], context: dict) -> nightly.DeployRuns | None:
     """What Airflow says about the deploy runs of `env`: how many are queued or running, and the state of the run
     of each ledger attempt still `running` (None: Airflow has no such run). None when Airflow cannot be asked."""
-    ti, dag_id = context["ti"], deploy_dag_id(env)
+    ti, dag_id = context["ti"], deploy_dag_id(env.name)
     try:
         live = ti.get_dr_count(dag_id=dag_id, states=list(nightly.LIVE))
         states: dict[str, str | None] = {}

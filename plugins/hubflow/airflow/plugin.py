@@ -21,6 +21,7 @@ from jinja2 import Environment as Jinja
 from hubflow.airflow import hooks
 from hubflow.airflow.webhook import MAX_BODY, SECRET_ENV, NoSuchDag, Relay, Run
 from hubflow.core import environments as view
+from hubflow.core.deploy import deploy_dag_id
 from hubflow.core.errors import HubflowError
 from hubflow.core.settings import Settings, load_settings
 
@@ -45,7 +46,7 @@ def gather(settings: Settings, user: Any) -> dict[str, Any]:
 
     auth = get_auth_manager()
     shown = [env for env in settings.environments if auth.is_authorized_dag(
-        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=f"hubflow_deploy_{env.name}"),
+        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=deploy_dag_id(env.name)),
         user=user)]
     book = hooks.ledger(settings)  # the api-server's one Ledger per URL, as in every process (LedgerHook)
     holds = book.holds()

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import requests
 
+from hubflow.core.deploy import deploy_dag_id
 from hubflow.core.errors import HubflowError
 from hubflow.core.settings import Settings, load_settings
 
@@ -47,10 +48,6 @@ SHA = re.compile(r"[0-9a-f]{40}")
 PREVIEW_DAG = "hubflow_pr_preview"
 PREVIEW_ACTIONS = ("opened", "synchronize", "reopened")
 SECRET_ENV = "HUBFLOW_WEBHOOK_SECRET"
-
-
-def deploy_dag_id(env: str) -> str:
-    return f"hubflow_deploy_{env}"
 
 
 class NoSuchDag(HubflowError):

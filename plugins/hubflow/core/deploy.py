@@ -35,6 +35,11 @@ if TYPE_CHECKING:  # the core takes its clients as arguments and imports none of
     from hubflow.clients.ledger import Ledger
 
 
+def deploy_dag_id(env: str) -> str:
+    """The id of `env`'s deploy DAG (the pages, the webhook and the nightly name it)."""
+    return f"hubflow_deploy_{env}"
+
+
 class Refused(HubflowError):
     """The run must not go on (gate, hold, freeze, bad parameters); nothing was touched."""
 
@@ -112,7 +117,7 @@ def resolve(settings: Settings, env: Environment, repo: Repo, ledger: Ledger, re
         if not force_reason:
             raise Refused(f"{env.name} runs {base[:12]}, which branch {env.branch!r} no longer contains (head "
                           f"{head[:12]}): the branch was rewritten, so no diff says which hubs differ; nothing was "
-                          f"deployed. To deploy every hub at the head, trigger hubflow_deploy_{env.name} again with "
+                          f"deployed. To deploy every hub at the head, trigger {deploy_dag_id(env.name)} again with "
                           "force_reason set to why (the ledger keeps who forced it and why)")
         base, rewritten = None, base
     target = Target(env.name, head, base, repo.tree_id(head), rewritten=rewritten)

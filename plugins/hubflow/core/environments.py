@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hubflow.core.deploy import deploy_dag_id
 from hubflow.core.freeze import frozen, next_window
 from hubflow.core.settings import Environment, Settings
 
@@ -69,7 +70,7 @@ def environment(env: Environment, rows: EnvironmentRows, now: dt.datetime, links
     return {
         "name": env.name,
         "branch": env.branch,
-        "dag_id": f"hubflow_deploy_{env.name}",
+        "dag_id": deploy_dag_id(env.name),
         "deployed": _attempt(success, links) if success else None,
         "last_attempt": _attempt(pending, links) if pending else None,
         "hubs": hubs(rows.attempts, links),
