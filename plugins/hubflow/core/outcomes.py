@@ -82,8 +82,9 @@ class Step(StrEnum):
 
 @dataclass
 class Fault:
-    """Who is to blame for a step that did not succeed, and one sentence saying what happened. `retry`: the pod is
-    running or done, so another try of the task re-attaches to it and reads its result."""
+    """Who is to blame for a step that did not succeed, and one sentence saying what happened. `retry`: another try
+    of the task is due before any verdict holds: it re-attaches to a pod still running or done, or builds a failed
+    image again (deploy.tried)."""
 
     blame: Blame
     summary: str
