@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 _HOME_VAR = "HUBFLOW_TEST_AIRFLOW_HOME"
+_OWNER_VAR = "HUBFLOW_TEST_AIRFLOW_HOME_OWNER"  # the xdist worker (or "main") whose home it is
 _migrated = False
 
 SETTINGS = {
@@ -37,16 +38,24 @@ SETTINGS = {
 
 
 def setup_environment() -> Path:
-    """Point Airflow at a fresh temporary home (once per process) and return it."""
+    """Point Airflow at a fresh temporary home (once per test process) and return it.
+
+    The home is kept in the environment for the `airflow`/`hubflow` commands a test starts, but only for the process
+    that made it: pytest-xdist starts its workers from the controller, which loaded tests/conftest.py (and so made a
+    home) first, and a worker that took that home over would share one SQLite database with the other workers.
+    Each worker's first `migrate()` then copies the template over the file the others have open, and their next
+    query reads "database disk image is malformed".
+    """
+    owner = os.environ.get("PYTEST_XDIST_WORKER", "main")
     home = os.environ.get(_HOME_VAR)
-    if home and os.environ.get("AIRFLOW_HOME") == home:
+    if home and os.environ.get(_OWNER_VAR) == owner and os.environ.get("AIRFLOW_HOME") == home:
         return Path(home)
     if "airflow" in sys.modules:
         raise RuntimeError("airflow was imported before tests.airflow_support.setup_environment(); "
                            "call it at the top of the conftest.py that runs first")
     home = tempfile.mkdtemp(prefix="hubflow-airflow-")
     atexit.register(shutil.rmtree, home, True)
-    os.environ[_HOME_VAR] = home
+    os.environ[_HOME_VAR], os.environ[_OWNER_VAR] = home, owner
     os.environ["AIRFLOW_HOME"] = home
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(home) / "dags")
