@@ -11,9 +11,9 @@ are dropped.
 at once would queue for its smoke users, which a real fleet, one hub per hub, never does.)"""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,12 +29,17 @@ POD_SECONDS = 12  # the second merge's upgrades: long enough to see what overlap
 HUBS = ("data8", "datahub")
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. A zombie does not: it has ended and only waits to be reaped
+    (children that outlived their group's leader are reaped by PID 1, whenever that gets to it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def most_at_once(requests, kind: str) -> int:
