@@ -169,14 +169,14 @@ def test_ledger_without_a_connection_says_how_to_fix_it():
 
 
 def freeze_variable() -> str | None:
-    """The freeze switch as the metadata database holds it. (Not `Variable.get`: after a dag.test in this process,
-    it answers through the Task SDK, whose cache keeps a value the CLI has since deleted.)"""
-    from airflow.models import Variable
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.query(Variable).filter_by(key="hubflow_freeze_prod").one_or_none()
-        return row.val if row else None
+    """The freeze switch as Airflow itself reads it, asked by a process of its own (`airflow variables get`): this
+    test process's own answer was seen stale in a clean-clone run, still holding a value the CLI had deleted."""
+    proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "variables", "get", "hubflow_freeze_prod"],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        assert "does not exist" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        return None
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def test_freeze_sets_and_lifts_the_switch_the_deploy_reads():
